@@ -1,0 +1,1 @@
+"""What the learned hyper-guidance must beat: manual schedules, plug-and-play, classical methods."""

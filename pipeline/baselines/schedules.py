@@ -1,0 +1,58 @@
+"""Hand-set hyper-parameter schedules of plug-and-play HQS (IRCNN, DPIR).
+
+At iteration ``k`` of ``K`` the denoiser strength decays geometrically,
+``sigma_k = logspace(s_start, s_end, K)``, and the penalty follows ``rho_k = lambda / sigma_k^2``:
+IRCNN uses ``lambda = sigma^2 / 3``, DPIR ``lambda = 0.23 sigma^2`` with ``s_end = sigma``,
+``sigma`` the noise level the method is *told*. All levels in [0, 1] units (``49 / 255`` ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SIGMA_START = 49.0 / 255.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-iteration denoiser strengths and penalties, each ``(K,)`` or ``(B, K)``."""
+
+    sigmas: torch.Tensor
+    rhos: torch.Tensor
+
+    @property
+    def iterations(self) -> int:
+        return self.sigmas.shape[-1]
+
+
+def geometric(start: torch.Tensor | float, end: torch.Tensor | float, k: int) -> torch.Tensor:
+    """``k`` values from ``start`` to ``end`` evenly spaced in log; batched over leading dims."""
+    start, end = torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(end, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, k, dtype=torch.float64) if k > 1 else torch.ones(1, dtype=torch.float64)
+    return torch.exp(torch.log(start)[..., None] * (1 - t) + torch.log(end)[..., None] * t).float()
+
+
+def hqs_schedule(sigma: torch.Tensor | float, iterations: int, lam_factor: float, s_start: float = SIGMA_START,
+                 s_end: torch.Tensor | float | None = None) -> Schedule:
+    """``sigma_k = logspace(s_start, s_end, K)``, ``rho_k = lam_factor * sigma^2 / sigma_k^2``.
+
+    ``sigma``: the told noise level, a float or ``(B,)``; ``s_end`` defaults to ``sigma``
+    (never above ``s_start``).
+    """
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).clamp_min(1e-4)
+    end = sigma if s_end is None else torch.as_tensor(s_end, dtype=torch.float32)
+    end = torch.minimum(end, torch.as_tensor(s_start, dtype=torch.float32))
+    sigmas = geometric(s_start, end, iterations)
+    rhos = lam_factor * sigma[..., None] ** 2 / sigmas**2
+    return Schedule(sigmas, rhos)
+
+
+def ircnn_schedule(sigma: torch.Tensor | float, iterations: int = 30, s_start: float = SIGMA_START) -> Schedule:
+    """IRCNN (Zhang et al., CVPR 2017): ``lambda = sigma^2 / 3``."""
+    return hqs_schedule(sigma, iterations, 1.0 / 3.0, s_start)
+
+
+def dpir_schedule(sigma: torch.Tensor | float, iterations: int = 8, s_start: float = SIGMA_START) -> Schedule:
+    """DPIR (Zhang et al., TPAMI 2021): ``lambda = 0.23 sigma^2``."""
+    return hqs_schedule(sigma, iterations, 0.23, s_start)

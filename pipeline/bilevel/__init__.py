@@ -1,0 +1,1 @@
+"""Bilevel training of the reconstruction (outer level) and the hyper-guidance proxy (inner level)."""

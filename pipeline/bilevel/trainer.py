@@ -1,0 +1,228 @@
+"""Training: denoiser pre-training (the prior), then the bilevel phase; checkpointed, resumable.
+
+The trainer knows nothing of files beyond one checkpoint path nor of trackers: progress goes to
+a ``log(row)`` callback. A checkpoint holds everything needed to continue bit-for-bit (weights,
+optimiser states, the sampler's random state, the history), saved atomically, loaded with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pipeline.bilevel.strategies import GRAD_CLIP, make_strategy
+from pipeline.config import TrainConfig
+from pipeline.data import PatchSampler
+from pipeline.device import autocast
+from pipeline.generators import noise_maps
+from pipeline.io import atomic_path
+from pipeline.metrics import psnr
+from pipeline.models.unfolded import UnfoldedHQS
+from pipeline.physics.blur import BlurPhysics
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses stayed non-finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class ValSample:
+    """A fixed validation observation: ``y, x (1, C, H, W)``, ``sigma (1, 1, H, W)``, ``kernel (k, k)``."""
+
+    y: torch.Tensor
+    x: torch.Tensor
+    sigma: torch.Tensor
+    kernel: torch.Tensor
+
+
+def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clean (B, C, P, P)`` -> noisy patches and their maps ``(B, 1, P, P)``.
+
+    Levels uniform in ``[0, sigma_max]``; half the maps spatially varying, so the prior learns to
+    follow a map, not only a scalar.
+    """
+    b, _, h, w = clean.shape
+    maps = []
+    for _ in range(b):
+        level = float(rng.uniform(0.0, sigma_max))
+        if rng.uniform() < 0.5:
+            maps.append(noise_maps.constant_map((h, w), level))
+        else:
+            maps.append(noise_maps.smooth_map(rng, (h, w), level, spread=0.8))
+    sigma = torch.from_numpy(np.stack(maps))
+    noise = torch.from_numpy(rng.standard_normal(clean.shape).astype(np.float32))
+    return clean + sigma * noise, sigma
+
+
+class Trainer:
+    """Pre-train ``model.denoiser`` on denoising, then train the unfolded model bilevel.
+
+    Args:
+        model: the unfolded model (its denoiser is the one pre-trained).
+        sampler: training patches.
+        cfg: the ``train`` config.
+        device: where to compute.
+        rng: the sampler's generator (saved in checkpoints so a resumed run continues the same stream).
+        checkpoint: file to save to / resume from (``None``: no checkpoints).
+        config_key: identifies the run's configuration; a checkpoint with another key is ignored.
+        val: validation samples for the curve of PSNR.
+        log_fn: called with each history row (``phase``, ``step``, losses, ``val_psnr``...).
+    """
+
+    def __init__(self, model: UnfoldedHQS, sampler: PatchSampler, cfg: TrainConfig, device: torch.device,
+                 rng: np.random.Generator, checkpoint: Path | None = None, config_key: str = "",
+                 val: list[ValSample] | None = None, log_fn: Callable[[dict], None] | None = None,
+                 progress: bool = True):
+        self.model, self.sampler, self.cfg, self.device, self.rng = model.to(device), sampler, cfg, device, rng
+        self.checkpoint, self.config_key = checkpoint, config_key
+        self.val = val or []
+        self.log_fn = log_fn or (lambda row: None)
+        self.progress = progress
+        self.pre_opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
+        self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight)
+        self.phase, self.step, self.history = "pretrain", 0, []
+        self.nonfinite = 0
+        self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
+        self.resumed_from: int | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "config_key": self.config_key, "phase": self.phase, "step": self.step,
+            "model": self.model.state_dict(), "pretrain_opt": self.pre_opt.state_dict(),
+            "strategy": self.strategy.state_dict(), "rng": self.rng.bit_generator.state, "history": self.history,
+            "pretrained": self.pretrained,
+        }
+
+    def save(self) -> None:
+        if self.checkpoint is None:
+            return
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(self.state(), tmp)
+
+    def try_resume(self) -> bool:
+        """Load the checkpoint if it exists and matches this configuration."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        except Exception as exc:  # a truncated file from a crash mid-write cannot exist (atomic), but be safe
+            log.warning("ignoring unreadable checkpoint %s: %s", self.checkpoint, exc)
+            return False
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("config_key") != self.config_key:
+            log.info("checkpoint %s belongs to another configuration: starting afresh", self.checkpoint)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.pre_opt.load_state_dict(state["pretrain_opt"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.rng.bit_generator.state = state["rng"]
+        self.phase, self.step, self.history = state["phase"], state["step"], list(state["history"])
+        self.pretrained = state["pretrained"]
+        self.resumed_from = self.step
+        log.info("resumed from %s: phase %s, step %d", self.checkpoint, self.phase, self.step)
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        self.try_resume()
+        if self.phase == "pretrain":
+            self._loop("pretrain", self.cfg.pretrain_steps, self._pretrain_step)
+            self.pretrained = {k: v.detach().clone() for k, v in self.model.denoiser.state_dict().items()}
+            self.phase, self.step = "bilevel", 0
+            self.save()
+        if self.phase == "bilevel":
+            self._loop("bilevel", self.cfg.steps, self._bilevel_step)
+            self.phase = "done"
+            self.save()
+        return self.history
+
+    def _loop(self, phase: str, total: int, step_fn: Callable[[], dict[str, float]]) -> None:
+        self.model.train()
+        bar = tqdm(total=total, initial=self.step, desc=phase, disable=not self.progress, leave=False)
+        running: dict[str, list[float]] = {}
+        t0, n = time.perf_counter(), 0
+        while self.step < total:
+            losses = step_fn()
+            self._check_finite(phase, losses)
+            self.step += 1
+            n += 1
+            bar.update(1)
+            for k, v in losses.items():
+                running.setdefault(k, []).append(v)
+            last = self.step == total
+            if self.step % self.cfg.log_every == 0 or last:
+                row = {"phase": phase, "step": self.step, **{k: float(np.mean(v)) for k, v in running.items()},
+                       "seconds_per_step": (time.perf_counter() - t0) / n}
+                if self.step % self.cfg.checkpoint_every == 0 or last:
+                    row["val_psnr"] = self.validate(phase)
+                self.history.append(row)
+                self.log_fn(row)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("phase", "step")})
+                running, t0, n = {}, time.perf_counter(), 0
+            if self.step % self.cfg.checkpoint_every == 0 and not last:
+                self.save()
+        bar.close()
+
+    def _check_finite(self, phase: str, losses: dict[str, float]) -> None:
+        if all(math.isfinite(v) for v in losses.values()):
+            self.nonfinite = 0
+            return
+        self.nonfinite += 1
+        log.warning("%s step %d: non-finite loss %s, update skipped", phase, self.step, losses)
+        if self.nonfinite >= self.cfg.max_nonfinite:
+            where = f"; the last good checkpoint is kept at {self.checkpoint}" if self.checkpoint else ""
+            raise TrainingDiverged(f"{phase} step {self.step}: {self.nonfinite} non-finite losses in a row {losses}"
+                                   f" (lower train.lr?){where}")
+
+    def _pretrain_step(self) -> dict[str, float]:
+        clean = self.sampler.clean_batch(self.cfg.batch_size)
+        noisy, sigma = noisy_for_pretraining(clean, self.rng, self.cfg.pretrain_sigma_max / 255.0)
+        clean, noisy, sigma = clean.to(self.device), noisy.to(self.device), sigma.to(self.device)
+        with autocast(self.device):
+            out = self.model.denoiser(noisy, sigma)
+        loss = F.mse_loss(out.float(), clean)
+        if math.isfinite(float(loss)):
+            self.pre_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.denoiser.parameters(), GRAD_CLIP)
+            self.pre_opt.step()
+        return {"loss": float(loss)}
+
+    def _bilevel_step(self) -> dict[str, float]:
+        b = {k: v.to(self.device) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
+        batch = {"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "sigma": b["sigma"]}
+        with autocast(self.device):
+            return self.strategy.step(batch)
+
+    @torch.no_grad()
+    def validate(self, phase: str) -> float:
+        """Mean PSNR on the validation samples: the denoiser alone (pre-training: a PnP run is
+        not yet meaningful, so denoise the blurred image's noise) or the unfolded model."""
+        if not self.val:
+            return float("nan")
+        self.model.eval()
+        scores = []
+        for s in self.val:
+            y, x, sigma = s.y.to(self.device), s.x.to(self.device), s.sigma.to(self.device)
+            with autocast(self.device):
+                if phase == "pretrain":
+                    target = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image
+                    out = self.model.denoiser(y, sigma)
+                else:
+                    target = x
+                    out = self.model(BlurPhysics(y, s.kernel), sigma_map=sigma).x
+            scores.append(psnr(out[0].float().permute(1, 2, 0).cpu().numpy(), target[0].permute(1, 2, 0).cpu().numpy()))
+        self.model.train()
+        return float(np.mean(scores))

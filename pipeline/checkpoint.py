@@ -1,0 +1,53 @@
+"""The trained-model file: weights and the config to rebuild the model, nothing executable.
+
+Saved as plain tensors, dicts, lists and strings so that ``torch.load(..., weights_only=True)``
+reads it: a model file never unpickles arbitrary objects.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import ModelConfig, from_dict, to_dict
+from pipeline.io import InputError, atomic_path
+from pipeline.models.denoiser import ConditionedDenoiser
+from pipeline.models.factory import build_denoiser, build_model
+from pipeline.models.unfolded import UnfoldedHQS
+
+MODEL_FORMAT = "hyperguide-model-1"
+
+
+def save_model(path: str | Path, model: UnfoldedHQS, cfg: ModelConfig, channels: int, task: str,
+               pretrained_denoiser: dict | None = None, extra: dict | None = None) -> None:
+    """Write the model (and the pre-trained denoiser used by the plug-and-play baselines)."""
+    state = {"format": MODEL_FORMAT, "task": task, "channels": channels, "model_config": to_dict(cfg),
+             "state_dict": model.state_dict(), "pretrained_denoiser": pretrained_denoiser or {}, "extra": extra or {}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: str | Path, task: str | None = None, device: torch.device | str = "cpu") -> tuple[UnfoldedHQS, ConditionedDenoiser | None, dict]:
+    """``(model, pretrained_denoiser or None, state)``; clear errors for a truncated file, another
+    format or another task."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such model file")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a hyperguide model file (format {state.get('format') if isinstance(state, dict) else '?'})")
+    if task is not None and state["task"] != task:
+        raise InputError(f"{path}: a model for task '{state['task']}', not '{task}'")
+    cfg = from_dict(ModelConfig, state["model_config"], "model")
+    model = build_model(cfg, int(state["channels"]))
+    model.load_state_dict(state["state_dict"])
+    model.to(device).eval()
+    denoiser = None
+    if state["pretrained_denoiser"]:
+        denoiser = build_denoiser(cfg, int(state["channels"]))
+        denoiser.load_state_dict(state["pretrained_denoiser"])
+        denoiser.to(device).eval()
+    return model, denoiser, state

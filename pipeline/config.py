@@ -1,0 +1,281 @@
+"""Typed, validated configuration: one frozen dataclass per ``params.yaml`` section.
+
+Config enters the program once, at the edge (:func:`params_from_dict`); everything downstream
+receives these objects. Unknown keys, wrong types and out-of-range values raise
+:class:`ConfigError` naming the dotted key (``train.lr``), with a suggestion for typos.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be turned into a valid configuration."""
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    seed: int = 0
+    task: Literal["deblur"] = "deblur"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "base.threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    test: int = 4
+    val: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.test >= 1, "prepare.split.test", "must be >= 1")
+        _check(self.val >= 0, "prepare.split.val", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    source: Literal["skimage", "folder"] = "skimage"
+    # skimage: names of images in ``skimage.data``; folder: paths of image folders.
+    images: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
+    color: bool = False
+    max_side: int = 256  # longer side after downscaling (0 keeps the original size)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Always put in the test split (never trained on): e.g. images that also sit in a benchmark.
+    holdout: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.max_side == 0 or self.max_side >= 32, "prepare.max_side", "must be 0 or >= 32")
+        if self.source == "folder":
+            _check(len(self.folders) > 0, "prepare.folders", "source 'folder' needs at least one folder")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    source: Literal["generated", "file"] = "generated"
+    file: str = ""  # .mat (v5 / v7.3, a 'kernels' cell array), .npy, .npz, an image or a folder of images
+    motion_fraction: float = 0.6  # share of motion kernels among generated ones (rest: Gaussian)
+    max_size: int = 25
+    per_image: int = 2  # kernels per val/test image
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.motion_fraction <= 1.0, "degrade.kernels.motion_fraction", "must be in [0, 1]")
+        _check(self.max_size >= 3 and self.max_size % 2 == 1, "degrade.kernels.max_size", "must be odd and >= 3")
+        _check(self.per_image >= 1, "degrade.kernels.per_image", "must be >= 1")
+        if self.source == "file":
+            _check(bool(self.file), "degrade.kernels.file", "source 'file' needs a kernel file")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    mode: Literal["constant", "varying"] = "constant"
+    range: tuple[float, float] = (1.0, 7.0)  # percent of the dynamic range, drawn uniformly
+    test_levels: tuple[float, ...] = (1.0, 3.0, 5.0, 7.0)  # percent; the evaluation grid
+    # varying mode: the map's spread around its level, as a fraction of it (0.8 -> 0.2x to 1.8x)
+    spread: float = 0.8
+
+    def __post_init__(self) -> None:
+        lo, hi = self.range
+        _check(0.0 <= lo <= hi <= 50.0, "degrade.noise.range", "must satisfy 0 <= low <= high <= 50")
+        _check(all(0.0 <= s <= 50.0 for s in self.test_levels), "degrade.noise.test_levels", "must be in [0, 50]")
+        _check(0.0 <= self.spread < 1.0, "degrade.noise.spread", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    kernels: KernelConfig = field(default_factory=KernelConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    stages: int = 5
+    denoiser_width: int = 32
+    denoiser_dilations: tuple[int, ...] = (1, 2, 3, 4, 3, 2, 1)
+    proxy_width: int = 32
+    proxy_dilations: tuple[int, ...] = (1, 2, 4, 1)
+    # rho_k follows the IRCNN rule with this nominal noise level (percent), as the reference code.
+    nominal_sigma: float = 1.0
+    sigma_start: float = 49.0  # /255, first stage of the rho schedule
+    guidance: Literal["learned", "none", "oracle"] = "learned"
+    learn_rho: bool = False  # beyond the paper: trainable per-stage log rho_k
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.stages <= 50, "model.stages", "must be in [1, 50]")
+        _check(self.denoiser_width >= 4, "model.denoiser_width", "must be >= 4")
+        _check(len(self.denoiser_dilations) >= 2, "model.denoiser_dilations", "needs >= 2 layers")
+        _check(all(d >= 1 for d in self.denoiser_dilations), "model.denoiser_dilations", "must be >= 1")
+        _check(self.proxy_width >= 4, "model.proxy_width", "must be >= 4")
+        _check(len(self.proxy_dilations) >= 2, "model.proxy_dilations", "needs >= 2 layers")
+        _check(all(d >= 1 for d in self.proxy_dilations), "model.proxy_dilations", "must be >= 1")
+        _check(0.0 < self.nominal_sigma <= 50.0, "model.nominal_sigma", "must be in (0, 50]")
+        _check(0.0 < self.sigma_start <= 255.0, "model.sigma_start", "must be in (0, 255]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    strategy: Literal["alternating", "joint"] = "alternating"
+    pretrain_steps: int = 600
+    pretrain_sigma_max: float = 50.0  # /255, the denoiser must cover the PnP schedules' range
+    steps: int = 600
+    batch_size: int = 8
+    patch_size: int = 64
+    lr: float = 1e-3
+    lr_inner: float = 1e-3
+    guidance_weight: float = 100.0
+    train_kernels: int = 400  # size of the seeded kernel bank drawn from for training patches
+    checkpoint_every: int = 100
+    log_every: int = 20
+    max_nonfinite: int = 3  # consecutive non-finite losses tolerated (skipped) before stopping
+
+    def __post_init__(self) -> None:
+        for key in ("pretrain_steps", "steps"):
+            _check(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
+        for key in ("batch_size", "checkpoint_every", "log_every", "train_kernels", "max_nonfinite"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
+        _check(self.patch_size >= 32, "train.patch_size", "must be >= 32")
+        _check(self.lr > 0 and self.lr_inner > 0, "train.lr", "learning rates must be > 0")
+        _check(self.guidance_weight >= 0, "train.guidance_weight", "must be >= 0")
+        _check(0 < self.pretrain_sigma_max <= 255, "train.pretrain_sigma_max", "must be in (0, 255]")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ircnn_iters: int = 30
+    dpir_iters: int = 8
+    nominal_sigma: float = 1.0  # percent: what the blind baselines are told
+    n_visuals: int = 3  # samples kept for the report's visual grid
+
+    def __post_init__(self) -> None:
+        _check(self.ircnn_iters >= 1 and self.dpir_iters >= 1, "evaluate.ircnn_iters", "must be >= 1")
+        _check(0 < self.nominal_sigma <= 50, "evaluate.nominal_sigma", "must be in (0, 50]")
+        _check(self.n_visuals >= 0, "evaluate.n_visuals", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    title: str = "hyperguide: learned hyper-guidance for deblurring"
+    visual_methods: tuple[str, ...] = ("ircnn_estimated", "dpir_estimated", "learned")
+
+
+@dataclass(frozen=True)
+class Params:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def params_from_dict(data: dict[str, Any] | None) -> Params:
+    """Build :class:`Params` from a parsed ``params.yaml``; missing keys take their defaults."""
+    return from_dict(Params, data or {}, "")
+
+
+def from_dict(cls: type, data: Any, path: str) -> Any:
+    """Convert a mapping to the frozen dataclass ``cls``, recursively, rejecting unknown keys."""
+    where = path or "params"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key '{_join(path, key)}'{hint}")
+    kwargs = {k: _convert(hints[k], v, _join(path, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """The inverse of :func:`from_dict`: plain dicts, lists and scalars (YAML/JSON-ready)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.001, ...}`` from a config object or nested dict: the shape trackers want."""
+    out: dict[str, Any] = {}
+    for key, value in (to_dict(obj) if dataclasses.is_dataclass(obj) else obj).items():
+        name = _join(prefix, key)
+        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{path}: {value!r} is not one of {list(allowed)}{hint}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1])
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` onto ``base`` (mappings merged key by key, anything else replaced)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

@@ -1,0 +1,133 @@
+"""Images: the built-in scikit-image set, user folders, deterministic splits, training patches."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from skimage import color, transform
+
+from pipeline.generators.kernels import KernelSample
+from pipeline.synthesis import batch_tensors, degrade
+
+# Natural photographs that ship inside scikit-image (no download). ``cat`` is ``chelsea`` again,
+# so it is left out; ``camera`` is Set12's ``01`` (hold it out of training when benchmarking).
+SKIMAGE_DEFAULT = (
+    "camera", "astronaut", "coffee", "chelsea", "rocket", "moon", "brick", "grass", "gravel", "coins",
+    "clock", "text", "page", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+)
+
+
+def load_skimage(name: str) -> np.ndarray:
+    """A ``skimage.data`` image as float32 ``(H, W, C)`` in [0, 1] (``C`` 1 or 3)."""
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    if loader is None or not callable(loader):
+        raise ValueError(f"'{name}' is not an image in skimage.data")
+    img = loader()
+    if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+        img = img[0]
+    img = np.asarray(img)
+    img = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
+    if img.ndim == 2:
+        img = img[..., None]
+    return img[..., :3]
+
+
+def to_channels(img: np.ndarray, gray: bool) -> np.ndarray:
+    """``(H, W, C)`` -> ``(H, W, 1)`` grey (ITU-R 601 luma, ``skimage.color.rgb2gray``) or ``(H, W, 3)``."""
+    if gray:
+        return img if img.shape[-1] == 1 else color.rgb2gray(img)[..., None].astype(np.float32)
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def limit_size(img: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale ``(H, W, C)`` with anti-aliasing so that its longer side is at most ``max_side``."""
+    h, w = img.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return img
+    scale = max_side / max(h, w)
+    out = transform.resize(img, (max(1, round(h * scale)), max(1, round(w * scale))), anti_aliasing=True)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def assign_splits(names: list[str], n_test: int, n_val: int, seed: int, holdout: tuple[str, ...] = ()) -> dict[str, str]:
+    """Deterministic split: ``holdout`` names go to test first, the rest by a seeded shuffle.
+
+    The shuffle key is a hash of (seed, name), so adding an image does not reshuffle the others.
+    """
+    unknown = [h for h in holdout if h not in names]
+    if unknown:
+        raise ValueError(f"prepare.holdout names images that are not in the dataset: {unknown}")
+    if n_test + n_val >= len(names):
+        raise ValueError(f"{len(names)} images cannot fill test={n_test}, val={n_val} and leave any for training")
+    if len(holdout) > n_test:
+        raise ValueError(f"prepare.holdout has {len(holdout)} images, more than split.test={n_test}")
+    order = sorted((n for n in names if n not in holdout),
+                   key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    ranked = list(holdout) + order
+    return {n: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, n in enumerate(ranked)}
+
+
+def hwc_to_chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(img, (2, 0, 1)), dtype=np.float32)
+
+
+def chw_to_hwc(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(img, (1, 2, 0)))
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """How noise is drawn for training patches (levels in percent)."""
+
+    low: float
+    high: float
+    mode: str = "constant"
+    spread: float = 0.8
+
+
+class PatchSampler:
+    """Fresh degraded training patches every batch, from a fixed, seeded kernel bank.
+
+    Args:
+        images: ``(C, H, W)`` clean training images.
+        kernels: the kernel bank drawn from.
+        noise: noise levels and mode.
+        patch_size: ``P``; images smaller than that are skipped.
+        kernel_size: kernels are zero-padded to ``(kernel_size, kernel_size)`` in a batch.
+        rng: the only source of randomness (crop, flip, kernel, level, noise).
+    """
+
+    def __init__(self, images: list[np.ndarray], kernels: list[KernelSample], noise: NoiseSpec,
+                 patch_size: int, kernel_size: int, rng: np.random.Generator):
+        self.images = [im for im in images if min(im.shape[-2:]) >= patch_size]
+        if not self.images:
+            raise ValueError(f"no training image is at least {patch_size}x{patch_size} (train.patch_size)")
+        self.kernels, self.noise, self.p, self.kernel_size, self.rng = kernels, noise, patch_size, kernel_size, rng
+
+    def clean_patch(self) -> np.ndarray:
+        img = self.images[self.rng.integers(len(self.images))]
+        h, w = img.shape[-2:]
+        top, left = self.rng.integers(h - self.p + 1), self.rng.integers(w - self.p + 1)
+        patch = img[:, top : top + self.p, left : left + self.p]
+        if self.rng.uniform() < 0.5:
+            patch = patch[:, :, ::-1]
+        return np.ascontiguousarray(np.rot90(patch, k=int(self.rng.integers(4)), axes=(1, 2)))
+
+    def clean_batch(self, batch_size: int) -> torch.Tensor:
+        """``(B, C, P, P)`` clean patches (for pre-training the denoiser)."""
+        return torch.from_numpy(np.stack([self.clean_patch() for _ in range(batch_size)]))
+
+    def blur_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Degraded patches: ``x, y (B, C, P, P)``, ``sigma (B, 1, P, P)``, ``kernel (B, k, k)``."""
+        clean, samples = [], []
+        for _ in range(batch_size):
+            x = self.clean_patch()
+            kernel = self.kernels[self.rng.integers(len(self.kernels))]
+            level = float(self.rng.uniform(self.noise.low, self.noise.high)) / 100.0
+            samples.append(degrade(x, kernel, level, self.noise.mode, self.noise.spread, self.rng))
+            clean.append(x)
+        return batch_tensors(samples, clean, self.kernel_size)

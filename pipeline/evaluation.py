@@ -1,0 +1,112 @@
+"""Run every method on one degraded sample, score it, and aggregate scores into tables.
+
+Shared by the ``evaluate`` stage and the benchmark command, so both report the same methods
+under the same names and the same protocol (PSNR/SSIM via ``skimage.metrics``, the kernel's
+half-size cropped from each border).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
+from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
+from pipeline.data import chw_to_hwc
+from pipeline.device import autocast
+from pipeline.metrics import kernel_crop, psnr, ssim
+from pipeline.models.unfolded import UnfoldedHQS
+from pipeline.physics.blur import BlurPhysics
+
+PNP_METHODS = ("ircnn_blind", "ircnn_true", "ircnn_estimated", "dpir_blind", "dpir_true", "dpir_estimated")
+METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
+
+
+@dataclass
+class Restoration:
+    """Every method's output for one sample, with what the learned model predicted."""
+
+    outputs: dict[str, np.ndarray]  # method -> (C, H, W)
+    guidance: list[np.ndarray]  # K learned maps (H, W), one per stage
+    noise_estimate: np.ndarray  # (H, W) the proxy on y: its estimate of the true noise map
+    estimated_sigma: float  # the classical estimate fed to the *_estimated baselines
+    rhos: np.ndarray  # (K,) the learned model's penalties
+
+
+@torch.no_grad()
+def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: UnfoldedHQS, denoiser: torch.nn.Module,
+            device: torch.device, nominal_sigma: float, ircnn_iters: int = 30, dpir_iters: int = 8,
+            methods: tuple[str, ...] = METHODS) -> Restoration:
+    """Restore one observation with every method in ``methods``.
+
+    Args:
+        y: ``(C, H, W)`` observation.
+        kernel: ``(kh, kw)`` the known blur.
+        sigma_map: ``(1, H, W)`` the true noise map (for ``*_true`` and ``true_sigma_map`` only).
+        model: the trained unfolded model; ``denoiser`` the pre-trained one for plug-and-play.
+        nominal_sigma: what the blind baselines are told ([0, 1] units).
+    """
+    yt = torch.from_numpy(y)[None].to(device)
+    physics = BlurPhysics(yt, torch.from_numpy(kernel))
+    smap = torch.from_numpy(sigma_map)[None].to(device)
+    true_level = float(sigma_map.mean())
+    est = estimate_noise_level(y)
+    told = {"blind": nominal_sigma, "true": true_level, "estimated": est}
+    out: dict[str, np.ndarray] = {}
+    guidance: list[np.ndarray] = []
+    noise_estimate = np.zeros(sigma_map.shape[-2:], np.float32)
+    with autocast(device):
+        if "input" in methods:
+            out["input"] = y
+        if "learned" in methods:
+            res = model(physics, sigma_map=smap)
+            out["learned"] = res.x[0].float().cpu().numpy()
+            guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
+            noise_estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
+        for name in PNP_METHODS:
+            if name not in methods:
+                continue
+            family, mode = name.split("_")
+            schedule = (ircnn_schedule(told[mode], ircnn_iters) if family == "ircnn"
+                        else dpir_schedule(told[mode], dpir_iters))
+            out[name] = run_schedule(physics, denoiser, schedule).x[0].float().cpu().numpy()
+        if "true_sigma_map" in methods:
+            if np.ptp(sigma_map) == 0 and "ircnn_true" in out:
+                out["true_sigma_map"] = out["ircnn_true"]  # a constant map is exactly the scalar rule
+            else:
+                out["true_sigma_map"] = run_map_schedule(physics, denoiser, smap, ircnn_iters).x[0].float().cpu().numpy()
+    return Restoration(out, guidance, noise_estimate, est, model.rhos.detach().cpu().numpy())
+
+
+def score(outputs: dict[str, np.ndarray], x: np.ndarray, kernel_shape: tuple[int, int]) -> dict[str, dict[str, float]]:
+    """``{method: {"psnr": .., "ssim": ..}}`` against ``x (C, H, W)``, kernel border cropped."""
+    crop = kernel_crop(kernel_shape)
+    gt = chw_to_hwc(x)
+    return {m: {"psnr": psnr(chw_to_hwc(o), gt, crop), "ssim": ssim(chw_to_hwc(o), gt, crop)} for m, o in outputs.items()}
+
+
+def level_key(level: float) -> str:
+    """``3.0 -> "3"``, ``2.55 -> "2.55"``: the noise-level keys of the metrics JSON."""
+    return f"{level:g}"
+
+
+def aggregate(rows: list[dict], noise_levels: list[float], methods: list[str]) -> dict:
+    """The metrics JSON from per-(sample, method) rows with keys ``method, noise_level, psnr, ssim,
+    image, kernel_id``: per noise level and overall means (overall = mean of the per-level means,
+    so every level weighs the same)."""
+    result: dict = {"noise_levels": [float(l) if l != int(l) else int(l) for l in noise_levels], "methods": {}}
+    for m in methods:
+        entry: dict = {"psnr": {}, "ssim": {}}
+        for metric in ("psnr", "ssim"):
+            per_level = []
+            for level in noise_levels:
+                vals = [r[metric] for r in rows if r["method"] == m and abs(float(r["noise_level"]) - level) < 1e-6]
+                if vals:
+                    entry[metric][level_key(level)] = float(np.mean(vals))
+                    per_level.append(float(np.mean(vals)))
+            entry[f"{metric}_mean"] = float(np.mean(per_level)) if per_level else float("nan")
+        result["methods"][m] = entry
+    result["n_images"] = len({r["image"] for r in rows})
+    result["n_kernels"] = len({r["kernel_id"] for r in rows})
+    return result

@@ -1,0 +1,1 @@
+"""Seeded random samplers for degradation parameters. Every draw takes an explicit generator."""

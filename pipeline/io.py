@@ -1,0 +1,664 @@
+"""File I/O for the pipeline: images, blur kernels, JSON/CSV/NPZ records.
+
+Every reader turns a bad file into :class:`InputError` naming the offending path, so a
+run over a benchmark folder fails with "which file" rather than a bare decoder traceback.
+Every writer goes through :func:`atomic_path`, so a crash or a kill mid-write never
+leaves a half-written result that a later stage (or a resumed run) would trust.
+
+Conventions: images are float32 ``(H, W, C)`` in [0, 1] with ``C`` 1 (grey) or 3 (RGB);
+kernels are float32 ``(h, w)``, non-negative, summing to 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import scipy.io
+from skimage.color import rgb2gray
+
+PathLike = str | os.PathLike[str]
+
+
+class InputError(ValueError):
+    """Bad input file/folder; message always names the offending path."""
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG colour type -> samples per pixel (palette images cannot be 16-bit, so type 3 is absent).
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+# Adam7 passes as (x0, y0, dx, dy).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_JPEG_QUALITY = 95  # Pillow's default of 75 leaves artefacts large enough to move restoration metrics
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image(path: PathLike, gray: bool) -> np.ndarray:
+    """Read an image file as float32 in [0, 1].
+
+    Returns shape ``(H, W, 1)`` if ``gray`` else ``(H, W, 3)``. Grey files are replicated to
+    three channels when ``gray`` is False; colour files go through ``skimage.color.rgb2gray``
+    when it is True. Alpha is dropped (not composited). Unsigned integers are scaled by their
+    type's maximum (8-bit by 255, 16-bit by 65535), bool maps to 0/1, floats are clipped.
+
+    Raises InputError (naming ``path``) for a missing, unreadable, corrupt or truncated file,
+    an image with 0 pixels, non-finite values or an unsupported pixel type/layout.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"image not found: {p}")
+    if not p.is_file():
+        raise InputError(f"not an image file: {p}")
+    raw = _decode_image(p)
+    if raw.ndim < 2 or raw.shape[0] * raw.shape[1] == 0:
+        raise InputError(f"image has no pixels (shape {raw.shape}): {p}")
+    return _to_channels(_to_unit_float(raw, p), p, gray)
+
+
+def _decode_image(p: Path) -> np.ndarray:
+    """Decode ``p`` to its stored array: ``(H, W)`` or ``(H, W, C)`` in the file's dtype."""
+    try:
+        if _is_16bit_png(p):
+            # Pillow (hence imageio and skimage.io) silently truncates 16-bit colour PNGs
+            # to 8 bits, so 16-bit PNGs are decoded here.
+            return _decode_png16(p.read_bytes())
+        # imageio rather than skimage.io.imread: the latter swaps axes of images whose
+        # height is 3 or 4 and whose channel count is not (e.g. a 4-row grey+alpha image).
+        return np.asarray(iio.imread(p))
+    except Exception as exc:  # decoders raise OSError, ValueError, SyntaxError, zlib.error, ...
+        error = exc
+    if p.suffix.lower() in (".tif", ".tiff"):
+        # imageio reads TIFF with tifffile, which needs the optional imagecodecs package for
+        # LZW/JPEG compression; Pillow decodes those itself.
+        with contextlib.suppress(Exception):
+            return np.asarray(iio.imread(p, plugin="pillow"))
+    raise InputError(f"cannot read image {p}: {error}") from error
+
+
+def _to_unit_float(raw: np.ndarray, p: Path) -> np.ndarray:
+    """Map stored pixel values to float32 in [0, 1]; shape unchanged."""
+    if raw.dtype == np.bool_:
+        return raw.astype(np.float32)
+    if np.issubdtype(raw.dtype, np.unsignedinteger):
+        return (raw.astype(np.float64) / np.iinfo(raw.dtype).max).astype(np.float32)
+    if np.issubdtype(raw.dtype, np.floating):
+        if not np.isfinite(raw).all():
+            raise InputError(f"image contains NaN or inf: {p}")
+        return np.clip(raw, 0.0, 1.0).astype(np.float32)
+    # Signed integers have no agreed mapping to [0, 1]; guessing would silently shift values.
+    raise InputError(f"unsupported pixel type {raw.dtype} in {p}")
+
+
+def _to_channels(img: np.ndarray, p: Path, gray: bool) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 1|2|3|4)`` float32 -> ``(H, W, 1)`` if gray else ``(H, W, 3)``."""
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+        raise InputError(
+            f"unsupported image layout {img.shape} in {p} (expected (H, W) or (H, W, 1|2|3|4);"
+            " multi-page and animated files are not supported)"
+        )
+    img = img[..., :1] if img.shape[2] in (1, 2) else img[..., :3]  # drop alpha
+    if gray and img.shape[2] == 3:
+        img = np.clip(rgb2gray(img), 0.0, 1.0)[..., None]  # weights sum to 1, clip only absorbs rounding
+    elif not gray and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files (by suffix, case-insensitive) directly inside ``folder``, sorted by name.
+
+    Hidden files are skipped: they include :func:`atomic_path`'s in-flight temporaries and
+    macOS ``._*`` resource forks, neither of which is a real image.
+    Raises InputError if the folder is missing, not a folder, or holds no images.
+    """
+    p = Path(folder)
+    if not p.exists():
+        raise InputError(f"folder not found: {p}")
+    if not p.is_dir():
+        raise InputError(f"not a folder: {p}")
+    files = sorted(
+        f
+        for f in p.iterdir()
+        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+    )
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+    return files
+
+
+def write_image(path: PathLike, image: np.ndarray, bits: int = 8) -> None:
+    """Save a float image atomically; the format follows the suffix (PNG, TIFF, JPEG, BMP).
+
+    ``image``: float (or bool) ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``, nominally in [0, 1]
+    (clipped). ``bits``: 8 or 16; 16 only for PNG and TIFF. Values are rounded to the
+    nearest level, so a write/read round trip errs by at most ``0.5 / (2**bits - 1)``.
+    Raises ValueError (naming ``path``) for an unsupported suffix/bits, shape, dtype or NaN.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _WRITE_SUFFIXES:
+        raise ValueError(f"cannot write {p}: unsupported suffix {suffix!r} (use {', '.join(_WRITE_SUFFIXES)})")
+    if bits not in (8, 16):
+        raise ValueError(f"cannot write {p}: bits must be 8 or 16, got {bits}")
+    if bits == 16 and suffix not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"cannot write {p}: 16-bit output needs .png or .tif/.tiff")
+    levels = _quantise(image, bits, p)
+    with atomic_path(p) as tmp:
+        if suffix == ".png" and bits == 16:
+            tmp.write_bytes(_encode_png16(levels))  # Pillow cannot write 16-bit colour PNG
+        elif suffix in (".tif", ".tiff"):
+            iio.imwrite(tmp, levels, plugin="tifffile")
+        elif suffix in (".jpg", ".jpeg"):
+            iio.imwrite(tmp, levels, plugin="pillow", extension=suffix, quality=_JPEG_QUALITY)
+        else:
+            iio.imwrite(tmp, levels, plugin="pillow", extension=suffix)
+
+
+def _quantise(image: np.ndarray, bits: int, p: Path) -> np.ndarray:
+    """Float ``(H, W[, 1|3])`` in [0, 1] -> uint8/uint16 ``(H, W)`` or ``(H, W, 3)``."""
+    a = np.asarray(image)
+    # Integer input is almost always an already-quantised image; clipping it to [0, 1]
+    # would silently turn it into a binary mask.
+    if a.dtype.kind not in "fb":
+        raise ValueError(f"cannot write {p}: expected a float image in [0, 1], got dtype {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"cannot write {p}: expected shape (H, W), (H, W, 1) or (H, W, 3), got {np.shape(image)}")
+    if a.size == 0:
+        raise ValueError(f"cannot write {p}: image has no pixels (shape {a.shape})")
+    if not np.isfinite(a).all():
+        raise ValueError(f"cannot write {p}: image contains NaN or inf")
+    top = 2**bits - 1
+    return np.round(np.clip(a.astype(np.float64), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+# --------------------------------------------------------------------------- 16-bit PNG codec
+
+
+def _is_16bit_png(p: Path) -> bool:
+    """True if ``p`` starts with a PNG signature and an IHDR declaring bit depth 16."""
+    with p.open("rb") as f:
+        head = f.read(33)  # signature (8) + IHDR length/type (8) + width, height, depth (9)
+    return len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _encode_png16(levels: np.ndarray) -> bytes:
+    """uint16 ``(H, W)`` or ``(H, W, 3)`` -> bytes of a non-interlaced 16-bit PNG.
+
+    Every row uses the "Up" filter: it compresses smooth images well and, unlike the
+    adaptive Paeth/Average filters, decodes with vectorised numpy in :func:`_unfilter`.
+    """
+    h, w = levels.shape[:2]
+    colour_type = 0 if levels.ndim == 2 else 2
+    rows = levels.astype(">u2").reshape(h, -1).view(np.uint8)  # PNG samples are big-endian
+    up = rows.copy()
+    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as the PNG filter requires
+    scanlines = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _decode_png16(data: bytes) -> np.ndarray:
+    """Bytes of a 16-bit PNG -> uint16 ``(H, W)`` (grey) or ``(H, W, C)``, C in 2, 3, 4.
+
+    Handles every filter type and Adam7 interlacing; checks chunk CRCs so that corruption
+    is reported rather than decoded into noise. Raises ValueError on malformed data.
+    """
+    if data[:8] != _PNG_SIGNATURE:
+        raise ValueError("not a PNG file")
+    header, idat, pos = None, [], 8
+    while True:
+        if pos + 12 > len(data):
+            raise ValueError("truncated PNG (no IEND chunk)")
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        crc = data[pos + 8 + length : pos + 12 + length]
+        if len(crc) < 4:
+            raise ValueError(f"truncated PNG (inside {kind!r} chunk)")
+        if zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
+            raise ValueError(f"corrupt PNG (bad CRC in {kind!r} chunk)")
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        raise ValueError("PNG without IHDR chunk")
+    width, height, depth, colour_type, _, _, interlace = header
+    if depth != 16 or colour_type not in _PNG_CHANNELS:
+        raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {colour_type})")
+    channels = _PNG_CHANNELS[colour_type]
+    bpp = 2 * channels
+    raw = zlib.decompress(b"".join(idat))
+    out = np.empty((height, width, channels), np.uint16)
+    offset = 0
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        pw, ph = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if pw == 0 or ph == 0:
+            continue  # empty passes carry no scanlines, not even filter bytes
+        n = ph * (1 + pw * bpp)
+        if offset + n > len(raw):
+            raise ValueError("truncated PNG image data")
+        lines = np.frombuffer(raw, np.uint8, count=n, offset=offset).reshape(ph, 1 + pw * bpp)
+        offset += n
+        out[y0::dy, x0::dx] = _unfilter(lines, bpp).view(">u2").reshape(ph, pw, channels)
+    return out[..., 0] if channels == 1 else out
+
+
+def _unfilter(lines: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo PNG row filters: uint8 ``(rows, 1 + stride)`` (filter byte first) -> ``(rows, stride)``.
+
+    None/Sub/Up are vectorised; Average and Paeth depend on the byte just decoded to
+    their left, so they run as a Python loop (slow, but only for files from other encoders).
+    """
+    rows, stride = lines.shape[0], lines.shape[1] - 1
+    out = np.empty((rows, stride), np.uint8)
+    prev = np.zeros(stride, np.uint8)
+    for y in range(rows):
+        kind, line = int(lines[y, 0]), lines[y, 1:]
+        if kind == 0:
+            cur = line.copy()
+        elif kind == 1:
+            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()  # wraps mod 256
+        elif kind == 2:
+            cur = line + prev
+        elif kind in (3, 4):
+            cur = np.frombuffer(_unfilter_sequential(kind, line.tobytes(), prev.tobytes(), bpp), np.uint8)
+        else:
+            raise ValueError(f"corrupt PNG (unknown filter type {kind})")
+        out[y] = cur
+        prev = out[y]
+    return out
+
+
+def _unfilter_sequential(kind: int, line: bytes, prev: bytes, bpp: int) -> bytearray:
+    """PNG Average (3) or Paeth (4) reconstruction of one scanline of bytes."""
+    cur = bytearray(line)
+    for i in range(len(cur)):
+        left = cur[i - bpp] if i >= bpp else 0
+        up = prev[i]
+        if kind == 3:
+            pred = (left + up) >> 1
+        else:
+            up_left = prev[i - bpp] if i >= bpp else 0
+            guess = left + up - up_left
+            d_left, d_up, d_up_left = abs(guess - left), abs(guess - up), abs(guess - up_left)
+            pred = left if d_left <= d_up and d_left <= d_up_left else up if d_up <= d_up_left else up_left
+        cur[i] = (cur[i] + pred) & 0xFF
+    return cur
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    The temporary is ``.tmp-<random>-<name>`` in the same folder: same filesystem so
+    ``os.replace`` is atomic, same suffix so writers that pick a format by suffix still
+    work, hidden so :func:`list_images` ignores it. If the body raises, the temporary is
+    deleted and an existing ``path`` is left untouched. Parent folders are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{secrets.token_hex(8)}-{target.name}")
+    try:
+        yield tmp
+        # Flush to disk before the rename, so a power cut cannot leave `path` pointing at
+        # an empty file (the rename can reach the journal before the data does).
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # no-op after a successful replace
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole.
+
+    A stage that fails half-way leaves the previous output (or none) in place, never a folder
+    with some files new and some missing.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{secrets.token_hex(8)}-{target.name}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = target.with_name(f".old-{secrets.token_hex(8)}-{target.name}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` atomically, byte for byte (no newline translation)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+
+
+# --------------------------------------------------------------------------- records
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON (indent 2, key order kept, trailing newline) atomically.
+
+    numpy scalars/arrays and Paths are converted. Raises ValueError naming ``path`` if
+    ``obj`` holds NaN or inf (not valid JSON; most readers reject them), TypeError naming
+    it for unserialisable objects; nothing is written in either case.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise ValueError(f"cannot write JSON {path}: {exc}") from exc
+    except TypeError as exc:
+        raise TypeError(f"cannot write JSON {path}: {exc}") from exc
+    write_text(path, text + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def read_json(path: PathLike) -> Any:
+    """Parse a JSON file. Raises InputError naming ``path`` if missing or invalid."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"JSON file not found: {p}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read JSON {p}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON in {p}: {exc}") from exc
+
+
+def write_csv(path: PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV atomically.
+
+    Columns are the union of the rows' keys in first-seen order; a row missing a column
+    gets an empty cell. No rows gives an empty file.
+    """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+        if columns:
+            writer = csv.DictWriter(f, fieldnames=columns, restval="", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def read_csv(path: PathLike) -> list[dict[str, str]]:
+    """Read a CSV with a header row into one dict per row (all values are strings).
+
+    Raises InputError naming ``path`` if it is missing, unreadable, or has a row whose
+    field count differs from the header (a truncated or hand-mangled file).
+    """
+    p = Path(path)
+    try:
+        with p.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = []
+            for row in reader:
+                if None in row or None in row.values():
+                    raise InputError(f"line {reader.line_num} of {p} does not match the header's field count")
+                rows.append(row)
+            return rows
+    except FileNotFoundError as exc:
+        raise InputError(f"CSV file not found: {p}") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read CSV {p}: {exc}") from exc
+
+
+def save_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` to a compressed ``.npz`` atomically, at exactly ``path``.
+
+    Object arrays are refused (they would need pickle, which :func:`load_npz` refuses).
+    """
+    # Writing to an open file stops numpy from appending ".npz" to the name.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, allow_pickle=False, **arrays)
+
+
+def load_npz(path: PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` (no pickle). Raises InputError if missing or corrupt."""
+    p = Path(path)
+    try:
+        data = np.load(p, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise InputError(f"npz file not found: {p}") from exc
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, BadZipFile, ...
+        raise InputError(f"cannot read npz {p}: {exc}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(f"not an .npz archive (a single .npy array?): {p}")
+    with data:
+        try:
+            return {key: data[key] for key in data.files}
+        except Exception as exc:  # a damaged member only fails when read
+            raise InputError(f"cannot read npz {p}: {exc}") from exc
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks. Raises InputError if missing."""
+    p = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot hash {p}: {exc}") from exc
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def validate_kernel(kernel: np.ndarray, name: str) -> np.ndarray:
+    """Check a blur kernel and return it as float32 ``(h, w)`` normalised to sum 1.
+
+    Extra singleton axes beyond two are squeezed (``(1, h, w)`` -> ``(h, w)``), but a
+    ``(1, w)`` motion kernel stays 2-D. Negatives down to ``-1e-6 * max|k|`` (rounding or
+    FFT noise) are clipped to 0. Raises InputError mentioning ``name`` if the kernel is
+    not numeric, not 2-D, empty, non-finite, has larger negative entries, or sums to <= 0.
+    """
+    k = np.asarray(kernel)
+    # Casting complex would silently drop the imaginary part; object arrays are nested cells.
+    if k.dtype.kind not in "biuf":
+        raise InputError(f"kernel {name}: expected a numeric array, got dtype {k.dtype}")
+    k = k.astype(np.float64)
+    while k.ndim > 2 and 1 in k.shape:
+        k = np.squeeze(k, axis=k.shape.index(1))
+    if k.ndim != 2:
+        raise InputError(f"kernel {name}: expected a 2-D array, got shape {k.shape}")
+    if k.size == 0:
+        raise InputError(f"kernel {name}: empty (shape {k.shape})")
+    if not np.isfinite(k).all():
+        raise InputError(f"kernel {name}: contains NaN or inf")
+    peak = float(np.abs(k).max())
+    if k.min() < -1e-6 * peak:
+        raise InputError(f"kernel {name}: negative entries (min {k.min():.3g}, max |k| {peak:.3g})")
+    k = np.clip(k, 0.0, None)
+    total = float(k.sum())
+    if total <= 0:
+        raise InputError(f"kernel {name}: sum is {total:.3g}, must be > 0")
+    return (k / total).astype(np.float32)
+
+
+def read_kernels(path: PathLike) -> list[tuple[str, np.ndarray]]:
+    """Read blur kernels as ``(kernel_id, kernel)`` pairs, each kernel float32 ``(h, w)`` summing to 1.
+
+    Sources:
+
+    * ``.mat`` (MATLAB v5 or v7.3/HDF5) with a variable ``kernels``: a cell array (one
+      kernel per cell, in MATLAB's column-major order), a numeric 2-D array (one kernel) or
+      a numeric 3-D ``(N, h, w)`` array (split along the first axis);
+    * ``.npy``: 2-D (one kernel) or 3-D ``(N, h, w)``;
+    * ``.npz``: every array, keys sorted, each 2-D (id ``key``) or 3-D (ids ``key_01``, ...);
+    * an image file: one kernel, read as grey;
+    * a folder: every image in it (:func:`list_images`), id = file stem.
+
+    Multi-kernel containers get ids ``k01``, ``k02``, ... (more digits past 99); a single
+    kernel gets the file stem. Raises InputError naming ``path`` for a missing, corrupt or
+    unsupported file, a ``.mat`` without ``kernels``, zero kernels or duplicate ids, and
+    (through :func:`validate_kernel`, name ``f"{path}:{kernel_id}"``) for a bad kernel.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        raw = [(f.stem, read_image(f, gray=True)[..., 0]) for f in list_images(p)]
+    elif not p.exists():
+        raise InputError(f"kernel file not found: {p}")
+    elif suffix == ".mat":
+        raw = _read_mat_kernels(p)
+    elif suffix == ".npy":
+        raw = _split_stack(_load_npy(p), p.stem, "k")
+    elif suffix == ".npz":
+        arrays = load_npz(p)
+        raw = [pair for key in sorted(arrays) for pair in _split_stack(arrays[key], key, f"{key}_")]
+    elif suffix in IMAGE_SUFFIXES:
+        raw = [(p.stem, read_image(p, gray=True)[..., 0])]
+    else:
+        raise InputError(
+            f"unknown kernel file type {suffix!r}: {p} (expected .mat, .npy, .npz, an image or a folder of images)"
+        )
+    if not raw:
+        raise InputError(f"no kernels in {p}")
+    ids = [kid for kid, _ in raw]
+    if len(set(ids)) != len(ids):
+        duplicated = sorted({kid for kid in ids if ids.count(kid) > 1})
+        raise InputError(f"duplicate kernel ids in {p}: {', '.join(duplicated)}")
+    return [(kid, validate_kernel(k, f"{p}:{kid}")) for kid, k in raw]
+
+
+def _kernel_ids(n: int, prefix: str = "k") -> list[str]:
+    """``k01 .. kNN``: 1-based, at least two digits, wider when needed so ids sort in order."""
+    width = max(2, len(str(n)))
+    return [f"{prefix}{i:0{width}d}" for i in range(1, n + 1)]
+
+
+def _split_stack(array: np.ndarray, single_id: str, prefix: str) -> list[tuple[str, np.ndarray]]:
+    """3-D ``(N, h, w)`` -> N pairs with ids ``prefix01``...; anything else -> one pair.
+
+    Arrays that are neither 2-D nor 3-D are passed on as one kernel so that
+    :func:`validate_kernel` reports their shape.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3:
+        return list(zip(_kernel_ids(array.shape[0], prefix), array))
+    return [(single_id, array)]
+
+
+def _load_npy(p: Path) -> np.ndarray:
+    try:
+        array = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ...
+        raise InputError(f"cannot read npy {p}: {exc}") from exc
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"not a single .npy array (an .npz archive?): {p}")
+    return array
+
+
+def _read_mat_kernels(p: Path) -> list[tuple[str, np.ndarray]]:
+    """The ``kernels`` variable of a MATLAB file, split into ``(id, raw array)`` pairs."""
+    if h5py.is_hdf5(p):
+        return _read_mat73_kernels(p)
+    try:
+        contents = scipy.io.loadmat(p)
+    except NotImplementedError:  # scipy's answer to v7.3; is_hdf5 should have caught it
+        return _read_mat73_kernels(p)
+    except Exception as exc:  # scipy raises ValueError, TypeError, OSError, MatReadError, ...
+        raise InputError(f"cannot read MATLAB file {p}: {exc}") from exc
+    if "kernels" not in contents:
+        names = sorted(k for k in contents if not k.startswith("__"))
+        raise InputError(f"no 'kernels' variable in {p}; found: {', '.join(names) or 'nothing'}")
+    value = contents["kernels"]
+    if value.dtype.names:
+        raise InputError(f"'kernels' in {p} is a MATLAB struct; expected a cell array or numeric array")
+    if value.dtype == object:
+        cells = value.ravel(order="F")  # MATLAB's linear (column-major) cell order
+        return list(zip(_kernel_ids(cells.size), cells))
+    return _split_stack(value, p.stem, "k")
+
+
+def _read_mat73_kernels(p: Path) -> list[tuple[str, np.ndarray]]:
+    """Like :func:`_read_mat_kernels` for MATLAB v7.3 (HDF5) files.
+
+    MATLAB writes column-major arrays as HDF5 (row-major) datasets with the axes reversed,
+    so every array is transposed back. A cell array is a dataset of object references.
+    """
+    try:
+        with h5py.File(p, "r") as f:
+            if "kernels" not in f:
+                names = sorted(k for k in f if not k.startswith("#"))  # '#refs#', '#subsystem#' are internal
+                raise InputError(f"no 'kernels' variable in {p}; found: {', '.join(names) or 'nothing'}")
+            node = f["kernels"]
+            if not isinstance(node, h5py.Dataset):
+                raise InputError(f"'kernels' in {p} is a MATLAB struct; expected a cell array or numeric array")
+            if h5py.check_dtype(ref=node.dtype) is not h5py.Reference:
+                return _split_stack(_mat73_array(node), p.stem, "k")
+            # The stored reference array is MATLAB's transposed, so its C-order ravel is
+            # MATLAB's column-major cell order.
+            refs = node[()].ravel()
+            pairs = []
+            for kid, ref in zip(_kernel_ids(refs.size), refs):
+                target = f[ref] if ref else None
+                if not isinstance(target, h5py.Dataset):
+                    raise InputError(f"cell {kid} of 'kernels' in {p} is not a numeric array")
+                pairs.append((kid, _mat73_array(target)))
+            return pairs
+    except InputError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, ...
+        raise InputError(f"cannot read MATLAB v7.3 file {p}: {exc}") from exc
+
+
+def _mat73_array(dataset: h5py.Dataset) -> np.ndarray:
+    """A MATLAB v7.3 array in MATLAB's axis order."""
+    # MATLAB stores an empty array's *shape* as its data, flagged by this attribute.
+    if dataset.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0, 0))
+    return np.asarray(dataset[()]).T

@@ -1,0 +1,1 @@
+"""Forward models, one module per degradation family, each with its closed-form data step."""

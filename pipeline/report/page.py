@@ -1,0 +1,459 @@
+"""The report page: tables and text from the pipeline's outputs, rendered as HTML and Markdown.
+
+:func:`compose` turns loaded inputs (:class:`ReportInputs`) into a :class:`Report`: an ordered
+list of sections, each a list of blocks (paragraphs, tables, figures as PNG bytes).
+:func:`render_html` makes one self-contained file of it (inline CSS, figures as base64
+``data:`` URIs, no script, no link outside the file: it opens offline);
+:func:`render_markdown` its twin, referencing the figures as files under ``figures/``.
+
+Paragraphs and table cells use a tiny markup: ``**bold**`` and ```code```, nothing else.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from pipeline.report import BOUND_METHODS, HIGHLIGHT, ordered_methods
+from pipeline.report import figures as figs
+
+DAGGER = "†"
+BOUND_NOTE = (f"{DAGGER} Bound, not a competitor: driven by the true per-pixel noise map, which a real method "
+              "does not have; excluded when picking the best value of a row.")
+MISSING = "–"
+BASELINE = "ircnn_estimated"  # what the learned model's gains are measured against
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass
+class FigureBlock:
+    name: str  # file stem: figures/<name>.png
+    png: bytes
+    caption: str = ""
+
+
+@dataclass
+class TableBlock:
+    frame: pd.DataFrame  # cells are strings (tiny markup allowed); the index is the first column
+    caption: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # column -> header shown
+    notes: list[str] = field(default_factory=list)
+
+
+Block = str | FigureBlock | TableBlock
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[Section]
+
+    def figures(self) -> list[FigureBlock]:
+        return [b for s in self.sections for b in s.blocks if isinstance(b, FigureBlock)]
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report reads, already loaded. Frames hold the CSVs as read (strings fine)."""
+
+    metrics: dict
+    per_image: pd.DataFrame = field(default_factory=pd.DataFrame)
+    stages: pd.DataFrame = field(default_factory=pd.DataFrame)
+    guidance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    train: dict = field(default_factory=dict)
+    visuals: list[dict] = field(default_factory=list)  # npz arrays + "sample_id"
+    missing: list[str] = field(default_factory=list)  # inputs that were not there
+
+
+# --------------------------------------------------------------------------- figures -> bytes
+
+
+def fig_to_png(fig: Figure, dpi: float | None = None) -> bytes:
+    """PNG bytes of ``fig``, without the "Software" text chunk (so equal figures give equal bytes)."""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, metadata={"Software": None}, facecolor="white")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _finite(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def _best(values: Mapping[str, float | None], digits: int) -> set[str]:
+    """Methods whose value, rounded as displayed, is the row's highest (bounds excluded; ties all win)."""
+    shown = {m: round(v, digits) for m, v in values.items() if v is not None and m not in BOUND_METHODS}
+    if not shown:
+        return set()
+    top = max(shown.values())
+    return {m for m, v in shown.items() if v == top}
+
+
+def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
+    """The paper's table: noise levels (then ``mean``) as rows, methods as columns, cells ``"PSNR / SSIM"``.
+
+    PSNR has 2 decimals, SSIM 3; a missing value shows as ``–``. With ``bold``, the best PSNR and
+    the best SSIM of each row (bound methods excluded, ties all bold) are wrapped in ``**``.
+    The ``mean`` row uses the JSON's ``psnr_mean``/``ssim_mean`` (mean of the per-level means),
+    or the mean of the row's values where those are absent.
+    """
+    psnr, ssim = figs.metric_frame(metrics, "psnr"), figs.metric_frame(metrics, "ssim")
+    methods = ordered_methods([*psnr.columns, *ssim.columns])
+    keys = sorted(set(psnr.attrs["keys"]) | set(ssim.attrs["keys"]), key=figs.level_of)
+    entries = metrics.get("methods") or {}
+
+    def value(frame: pd.DataFrame, key: str, m: str) -> float | None:
+        if m not in frame or figs.level_of(key) not in frame.index:
+            return None
+        return _finite(frame.at[figs.level_of(key), m])
+
+    rows: dict[str, dict[str, tuple[float | None, float | None]]] = {}
+    for key in keys:
+        rows[key] = {m: (value(psnr, key, m), value(ssim, key, m)) for m in methods}
+    mean: dict[str, tuple[float | None, float | None]] = {}
+    for m in methods:
+        pair = []
+        for metric, frame in (("psnr", psnr), ("ssim", ssim)):
+            v = _finite((entries.get(m) or {}).get(f"{metric}_mean"))
+            if v is None and m in frame and frame[m].notna().any():
+                v = float(frame[m].mean())
+            pair.append(v)
+        mean[m] = (pair[0], pair[1])
+    rows["mean"] = mean
+
+    cells: dict[str, list[str]] = {m: [] for m in methods}
+    for values in rows.values():
+        best_p = _best({m: p for m, (p, _) in values.items()}, 2) if bold else set()
+        best_s = _best({m: s for m, (_, s) in values.items()}, 3) if bold else set()
+        for m in methods:
+            p, s = values[m]
+            p_txt = MISSING if p is None else _bold(f"{p:.2f}", m in best_p)
+            s_txt = MISSING if s is None else _bold(f"{s:.3f}", m in best_s)
+            cells[m].append(f"{p_txt} / {s_txt}")
+    return pd.DataFrame(cells, index=pd.Index(list(rows), name="noise level (%)"), columns=methods)
+
+
+def bound_labels(columns: Sequence[str]) -> dict[str, str]:
+    """Column headers with a dagger on bound methods."""
+    return {c: f"{c}{DAGGER}" if c in BOUND_METHODS else c for c in columns}
+
+
+def psnr_gap(metrics: Mapping, a: str = HIGHLIGHT, b: str = BASELINE) -> float | None:
+    """Mean PSNR of ``a`` minus that of ``b`` (dB), or None when either is missing."""
+    methods = metrics.get("methods") or {}
+    pa, pb = (_finite((methods.get(m) or {}).get("psnr_mean")) for m in (a, b))
+    return None if pa is None or pb is None else pa - pb
+
+
+def guidance_table(guidance: pd.DataFrame) -> pd.DataFrame:
+    """Per noise level: the proxy's noise-map MAE and the classical scalar estimator's error (/255)."""
+    g = guidance.copy()
+    for c in ("noise_level", "mae_255", "estimated_sigma_255"):
+        if c in g:
+            g[c] = pd.to_numeric(g[c].replace("", np.nan), errors="coerce")
+    if g.empty or "noise_level" not in g:
+        return pd.DataFrame()
+    rows = {}
+    for level, part in g.groupby("noise_level"):
+        row = {"true σ (/255)": f"{level * 2.55:.2f}"}
+        if "mae_255" in part:
+            row["proxy map MAE (/255)"] = f"{part['mae_255'].mean():.2f}"
+        if "estimated_sigma_255" in part:
+            err = (part["estimated_sigma_255"] - level * 2.55).abs().mean()
+            row["classical |σ̂ − σ| (/255)"] = f"{err:.2f}"
+            row["classical mean σ̂ (/255)"] = f"{part['estimated_sigma_255'].mean():.2f}"
+        rows[f"{level:g}"] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("noise level (%)")
+
+
+def stage_table(stages: pd.DataFrame) -> pd.DataFrame:
+    """Per stage (rows): ``rho_k`` (one column, or one per level when it differs between levels) and the
+    mean ± within-map std of the predicted guidance (/255) per noise level."""
+    summary = figs.stage_summary(stages)
+    if summary.empty:
+        return pd.DataFrame()
+    levels = sorted(summary.index.get_level_values("noise_level").unique())
+    stage_ids = sorted(summary.index.get_level_values("stage").unique())
+    out = pd.DataFrame(index=pd.Index([int(k) for k in stage_ids], name="stage k"))
+    if "rho" in summary:
+        rho = summary["rho"].unstack("noise_level")
+        spread = (rho.max(axis=1) - rho.min(axis=1)).abs()
+        if bool((spread <= 1e-9 * rho.abs().max(axis=1).clip(lower=1e-12)).all()):
+            out["ρ_k"] = [f"{v:.4g}" for v in rho.mean(axis=1)]
+        else:
+            for level in levels:
+                out[f"ρ_k @ {level:g}%"] = [_fmt(rho.at[k, level], ".4g") for k in stage_ids]
+    if "guidance_mean_255" in summary:
+        for level in levels:
+            part = summary.xs(level, level="noise_level")
+            col = []
+            for k in stage_ids:
+                m = _finite(part["guidance_mean_255"].get(k))
+                s = _finite(part["guidance_std_255"].get(k)) if "guidance_std_255" in part else None
+                col.append(MISSING if m is None else f"{m:.2f}" + ("" if s is None else f" ± {s:.2f}"))
+            out[f"guidance @ {level:g}% (/255)"] = col
+    return out
+
+
+def _fmt(v, spec: str) -> str:
+    f = _finite(v)
+    return MISSING if f is None else format(f, spec)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _levels_text(metrics: Mapping) -> str:
+    levels = metrics.get("noise_levels") or []
+    return ", ".join(f"{float(l):g}" for l in levels) + " %" if levels else "unknown noise levels"
+
+
+def run_summary(metrics: Mapping, train: Mapping) -> str:
+    """The "what was run" paragraph."""
+    n_img, n_ker = metrics.get("n_images", "?"), metrics.get("n_kernels", "?")
+    methods = ordered_methods((metrics.get("methods") or {}).keys())
+    text = (f"Evaluated on **{n_img}** test images × **{n_ker}** blur kernels at noise levels "
+            f"{_levels_text(metrics)} of the dynamic range, {len(methods)} methods "
+            f"({', '.join(f'`{m}`' for m in methods)}).")
+    if train:
+        parts = []
+        secs = _finite(train.get("seconds"))
+        if secs is not None:
+            parts.append(f"training took **{secs:.0f} s** on `{train.get('device', '?')}`")
+        n_par = train.get("n_parameters")
+        if isinstance(n_par, (int, float)):
+            parts.append(f"{int(n_par):,} parameters")
+        if train.get("resumed_from_step") is not None:
+            parts.append(f"resumed from step {train['resumed_from_step']}")
+        vals = [f"{ph} {v:.2f} dB" for ph in ("pretrain", "bilevel")
+                if (v := _finite(train.get(f"{ph}_val_psnr"))) is not None]
+        if vals:
+            parts.append("validation PSNR after " + ", after ".join(vals))
+        if parts:
+            joined = "; ".join(parts)
+            text += " " + joined[0].upper() + joined[1:] + "."
+    return text
+
+
+def gap_summary(metrics: Mapping) -> str:
+    """The learned-vs-baseline PSNR gap and the guidance error vs the classical estimator's."""
+    gap = psnr_gap(metrics)
+    if gap is None:
+        text = f"Mean PSNR gap `{HIGHLIGHT}` − `{BASELINE}`: n/a (one of them was not evaluated)."
+    else:
+        text = f"Mean PSNR gap `{HIGHLIGHT}` − `{BASELINE}`: **{gap:+.2f} dB**."
+    g, c = _finite(metrics.get("guidance_mae_255")), _finite(metrics.get("estimated_sigma_mae_255"))
+    if g is not None or c is not None:
+        g_txt = "n/a" if g is None else f"**{g:.2f}/255**"
+        c_txt = "n/a" if c is None else f"**{c:.2f}/255**"
+        text += (f" Noise-level error: the proxy's predicted per-pixel noise map has MAE {g_txt} against the true "
+                 f"map; the classical scalar estimator (`skimage.restoration.estimate_sigma`, used by the "
+                 f"`*_estimated` baselines) is off by {c_txt} on average.")
+    return text
+
+
+def gain_summary(per_image: pd.DataFrame, a: str = HIGHLIGHT, b: str = BASELINE) -> str:
+    g = figs.paired_gain(per_image, a, b)
+    if g.empty:
+        return f"No per-image PSNR for both `{a}` and `{b}`."
+    gains = g["gain"].to_numpy(dtype=float)
+    return (f"Per test sample, PSNR(`{a}`) − PSNR(`{b}`): median {np.median(gains):+.2f} dB, "
+            f"range {gains.min():+.2f} to {gains.max():+.2f} dB; `{a}` is better on "
+            f"**{int((gains > 0).sum())} of {len(gains)}** samples.")
+
+
+# --------------------------------------------------------------------------- composition
+
+
+def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> Report:
+    """All sections of the report, figures rendered to PNG."""
+    m = inputs.metrics
+    intro = [run_summary(m, inputs.train)]
+    if inputs.missing:
+        intro.append("Inputs not found (their sections are empty): " + ", ".join(f"`{p}`" for p in inputs.missing))
+    sections = [Section("What was run", intro)]
+
+    table = results_table(m)
+    notes = [BOUND_NOTE] if any(c in BOUND_METHODS for c in table.columns) else []
+    results = Section("Results", [
+        TableBlock(table, "Mean PSNR (dB) / SSIM per noise level; best per row in bold.",
+                   bound_labels(table.columns), notes),
+        gap_summary(m),
+    ])
+    gtab = guidance_table(inputs.guidance)
+    if not gtab.empty:
+        results.blocks.append(TableBlock(gtab, "Noise-level estimation error per noise level."))
+    sections.append(results)
+
+    sections.append(Section("PSNR vs noise level", [
+        FigureBlock("psnr_vs_noise", fig_to_png(figs.psnr_vs_noise(m)),
+                    f"Mean PSNR per noise level; `{HIGHLIGHT}` thick, bounds dashed."),
+    ]))
+    sections.append(Section("Training", [
+        FigureBlock("training_curves", fig_to_png(figs.training_curves(inputs.history)),
+                    "Left: training losses (log scale); right: validation PSNR."),
+    ]))
+
+    visual = Section("Visual comparison")
+    if inputs.visuals:
+        present = {k.split("__", 1)[1] for v in inputs.visuals for k in v if k.startswith("method__")}
+        shown = [x for x in visual_methods if x in present and x != "input"]
+        absent = [x for x in visual_methods if x not in present]
+        visual.blocks.append(FigureBlock(
+            "visual_grid", fig_to_png(figs.visual_grid(inputs.visuals, shown)),
+            "Per sample: input, restorations (PSNR against the ground truth, kernel border cropped), ground "
+            "truth, and the proxy's predicted noise map next to the true one (same scale, /255). "
+            "Second row: the outlined crop, enlarged."))
+        if absent:
+            visual.blocks.append("Not in the visual samples: " + ", ".join(f"`{x}`" for x in absent) + ".")
+        first = inputs.visuals[0]
+        if any(k.startswith("guidance__") for k in first):
+            visual.blocks.append(FigureBlock(
+                "guidance_maps", fig_to_png(figs.guidance_maps(first)),
+                f"Predicted guidance map per stage for `{first.get('sample_id', '')}`."))
+    else:
+        visual.blocks.append("No visual samples in the results (`evaluate.n_visuals` is 0 or the folder is empty).")
+    sections.append(visual)
+
+    stage = Section("Per-stage penalty and guidance", [
+        FigureBlock("stage_stats", fig_to_png(figs.stage_stats(inputs.stages)),
+                    "Learned model per stage: penalty ρ_k and predicted guidance (mean ± within-map std), "
+                    "averaged over the test samples of each noise level."),
+    ])
+    stab = stage_table(inputs.stages)
+    if not stab.empty:
+        stage.blocks.append(TableBlock(stab, "Per-stage ρ_k and guidance (/255), mean over test samples."))
+    sections.append(stage)
+
+    sections.append(Section(f"Per-image gain over {BASELINE}", [
+        FigureBlock("gain_hist", fig_to_png(figs.gain_hist(inputs.per_image, HIGHLIGHT, BASELINE)),
+                    f"Distribution of PSNR(`{HIGHLIGHT}`) − PSNR(`{BASELINE}`) over test samples."),
+        gain_summary(inputs.per_image),
+    ]))
+    return Report(title, sections)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _inline_html(text: str) -> str:
+    out = html.escape(str(text), quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(block: TableBlock) -> str:
+    frame = block.frame
+    head = [frame.index.name or "", *(block.labels.get(c, c) for c in frame.columns)]
+    lines = ["| " + " | ".join(_md_cell(h) for h in head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * len(frame.columns)) + "|"]
+    for idx, row in frame.iterrows():
+        lines.append("| " + " | ".join(_md_cell(v) for v in [idx, *row.tolist()]) + " |")
+    return "\n".join(lines)
+
+
+def html_table(block: TableBlock) -> str:
+    frame = block.frame
+    head = "".join(f"<th>{_inline_html(h)}</th>" for h in
+                   [frame.index.name or "", *(block.labels.get(c, c) for c in frame.columns)])
+    body = []
+    for idx, row in frame.iterrows():
+        cells = f"<th>{_inline_html(idx)}</th>" + "".join(f"<td>{_inline_html(v)}</td>" for v in row.tolist())
+        body.append(f"<tr>{cells}</tr>")
+    caption = f"<caption>{_inline_html(block.caption)}</caption>" if block.caption else ""
+    return f'<table>{caption}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def render_markdown(report: Report, figure_dir: str = "figures") -> str:
+    """Markdown twin of the page; figures are ``![caption](<figure_dir>/<name>.png)``."""
+    out = [f"# {report.title}", ""]
+    for section in report.sections:
+        out += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, FigureBlock):
+                out += [f"![{block.caption or block.name}]({figure_dir}/{block.name}.png)", ""]
+                if block.caption:
+                    out += [f"*{block.caption}*", ""]
+            elif isinstance(block, TableBlock):
+                if block.caption:
+                    out += [f"*{block.caption}*", ""]
+                out += [markdown_table(block), ""]
+                out += [*(f"{n}" for n in block.notes), ""] if block.notes else []
+            else:
+                out += [str(block), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1200px;
+       margin: 2em auto; padding: 0 1.5em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.7em; border-bottom: 2px solid #d62728; padding-bottom: .3em; }
+h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .88em; font-variant-numeric: tabular-nums; }
+caption { caption-side: top; text-align: left; font-style: italic; color: #555; padding-bottom: .4em; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; white-space: nowrap; }
+thead th { background: #f4f4f4; }
+tbody th { text-align: left; background: #fafafa; }
+tbody tr:last-child { border-top: 2px solid #999; }
+td strong { color: #b00; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: .9em; color: #555; }
+.note { font-size: .85em; color: #555; }
+code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; font-size: .92em; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML page: inline CSS, figures as base64 PNG data URIs, no script, no links."""
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{html.escape(report.title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+             f"<h1>{html.escape(report.title)}</h1>"]
+    for section in report.sections:
+        parts.append(f"<section><h2>{html.escape(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, FigureBlock):
+                data = base64.b64encode(block.png).decode("ascii")
+                alt = html.escape(block.caption or block.name)
+                cap = f"<figcaption>{_inline_html(block.caption)}</figcaption>" if block.caption else ""
+                parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>')
+            elif isinstance(block, TableBlock):
+                parts.append(f'<div class="scroll">{html_table(block)}</div>')
+                parts += [f'<p class="note">{_inline_html(n)}</p>' for n in block.notes]
+            else:
+                parts.append(f"<p>{_inline_html(block)}</p>")
+        parts.append("</section>")
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"

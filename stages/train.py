@@ -1,0 +1,110 @@
+"""DVC stage ``train``: pre-train the conditioned denoiser, then train the unfolded model bilevel.
+
+    python -m stages.train --params params.yaml --prepared data/prepared --degraded data/degraded \
+        --out models --checkpoint checkpoints/train.pt
+
+Checkpoints every ``train.checkpoint_every`` steps to ``--checkpoint`` (kept by DVC between
+runs: ``persist``); a re-run after an interruption resumes from it when the configuration is
+unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and ``train.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import io
+from pipeline.bilevel.trainer import Trainer, ValSample
+from pipeline.checkpoint import save_model
+from pipeline.config import to_dict
+from pipeline.data import NoiseSpec, PatchSampler, hwc_to_chw
+from pipeline.device import pick_device, set_threads
+from pipeline.generators.kernels import sample_kernel
+from pipeline.generators.seeds import derive_seed, rng_for
+from pipeline.models.factory import build_model
+from stages.common import log, load_params, parser, run_main
+from stages.tracking import stage_run
+
+
+def finite_or_none(v: float | None) -> float | None:
+    return v if v is not None and np.isfinite(v) else None
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--prepared", default="data/prepared")
+    p.add_argument("--degraded", default="data/degraded")
+    p.add_argument("--out", default="models")
+    p.add_argument("--checkpoint", default="checkpoints/train.pt")
+    args = p.parse_args()
+    params = load_params(args.params)
+    cfg, seed = params.train, params.base.seed
+    set_threads(params.base.threads)
+    torch.manual_seed(derive_seed(seed, "init") % 2**31)
+    device = pick_device(params.base.device)
+    prepared, degraded, out = Path(args.prepared), Path(args.degraded), Path(args.out)
+
+    manifest = io.read_csv(prepared / "manifest.csv")
+    channels = int(manifest[0]["channels"])
+    gray = channels == 1
+    images = [hwc_to_chw(io.read_image(prepared / "images" / f"{r['name']}.png", gray=gray))
+              for r in manifest if r["split"] == "train"]
+    if not images:
+        raise io.InputError(f"{prepared / 'manifest.csv'}: no image in the train split")
+    val = []
+    for r in io.read_csv(degraded / "samples.csv"):
+        if r["split"] != "val":
+            continue
+        s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
+        x = hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=gray))
+        val.append(ValSample(torch.from_numpy(s["y"])[None], torch.from_numpy(x)[None],
+                             torch.from_numpy(s["sigma"])[None], torch.from_numpy(s["kernel"])))
+
+    # Training always draws from generated kernels: user kernel files are for evaluation.
+    krng = rng_for(seed, "train-kernels")
+    kernels = [sample_kernel(krng, params.degrade.kernels.motion_fraction, params.degrade.kernels.max_size)
+               for _ in range(cfg.train_kernels)]
+    rng = rng_for(seed, "train-stream")
+    noise = NoiseSpec(*params.degrade.noise.range, params.degrade.noise.mode, params.degrade.noise.spread)
+    sampler = PatchSampler(images, kernels, noise, cfg.patch_size, params.degrade.kernels.max_size, rng)
+    model = build_model(params.model, channels)
+    key_src = json.dumps({k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
+                         sort_keys=True)
+    config_key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+
+    with stage_run("train", params, {"device": str(device)}) as tracker:
+        n_params = sum(p.numel() for p in model.parameters())
+        tracker.log_metrics({"n_parameters": n_params, "n_train_images": len(images), "n_val_samples": len(val)})
+        log.info("training on %s: %d train images, %d val samples, %d parameters", device, len(images), len(val), n_params)
+
+        def log_row(row: dict) -> None:
+            offset = 0 if row["phase"] == "pretrain" else cfg.pretrain_steps
+            tracker.log_metrics({f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("phase", "step")},
+                                step=offset + row["step"])
+
+        trainer = Trainer(model, sampler, cfg, device, rng, Path(args.checkpoint), config_key, val, log_row,
+                          progress=not args.quiet)
+        t0 = time.perf_counter()
+        history = trainer.run()
+        seconds = time.perf_counter() - t0
+        save_model(out / "model.pt", model.cpu(), params.model, channels, params.base.task, trainer.pretrained,
+                   extra={"config_key": config_key})
+        io.write_csv(out / "history.csv", history)
+        last = {ph: [r for r in history if r["phase"] == ph][-1] for ph in ("pretrain", "bilevel")
+                if any(r["phase"] == ph for r in history)}
+        summary = {"seconds": round(seconds, 2), "resumed_from_step": trainer.resumed_from, "n_parameters": n_params,
+                   "device": str(device), **{f"{ph}_val_psnr": finite_or_none(r.get("val_psnr")) for ph, r in last.items()},
+                   "rhos": [float(v) for v in model.rhos.detach().cpu()]}
+        io.write_json(out / "train.json", summary)
+        tracker.log_metrics({"train_seconds": seconds})
+        tracker.log_artifact(out / "model.pt", "model")
+        tracker.log_artifact(out / "history.csv")
+        log.info("trained in %.1f s; %s", seconds, {k: v for k, v in summary.items() if "psnr" in k})
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,600 @@
+"""Tests for pipeline.io on real small files written into tmp_path."""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import tifffile
+from PIL import Image
+from skimage.color import rgb2gray
+
+from pipeline.io import (
+    IMAGE_SUFFIXES,
+    InputError,
+    atomic_path,
+    list_images,
+    load_npz,
+    read_csv,
+    read_image,
+    read_json,
+    read_kernels,
+    save_npz,
+    sha256_file,
+    validate_kernel,
+    write_csv,
+    write_image,
+    write_json,
+    write_text,
+)
+
+H, W = 23, 37  # odd and non-square, so transposed or flattened data cannot pass by accident
+
+
+def _image(channels: int, seed: int = 0) -> np.ndarray:
+    """Random float64 (H, W, channels) in [0, 1] with both extremes present."""
+    img = np.random.default_rng(seed).random((H, W, channels))
+    img[0, 0], img[-1, -1] = 0.0, 1.0
+    return img
+
+
+def _kernel(h: int = 5, w: int = 7, seed: int = 1) -> np.ndarray:
+    """Non-negative, deliberately non-symmetric (h, w) kernel summing to 1."""
+    k = np.random.default_rng(seed).random((h, w))
+    k[0, -1] += 3.0  # a corner peak makes transposes and flips detectable
+    return k / k.sum()
+
+
+def _assert_error_names(exc_info: pytest.ExceptionInfo, *parts: object) -> None:
+    for part in parts:
+        assert str(part) in str(exc_info.value), f"{part!r} not in {str(exc_info.value)!r}"
+
+
+# --------------------------------------------------------------------------- reference 16-bit PNG encoder
+# Independent of pipeline.io's writer (which only uses the "Up" filter): exercises every
+# filter type and Adam7 interlacing in the reader.
+
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _png16(levels: np.ndarray, filters: tuple[int, ...], interlace: bool) -> bytes:
+    """uint16 (H, W, C) -> PNG bytes, scanline filter types cycling through ``filters``."""
+    h, w, ch = levels.shape
+    bpp = 2 * ch
+    data, count = bytearray(), 0
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
+        sub = levels[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        rows = sub.astype(">u2").reshape(sub.shape[0], -1).view(np.uint8).astype(np.int64)
+        prev = np.zeros(rows.shape[1], np.int64)
+        for row in rows:
+            kind = filters[count % len(filters)]
+            count += 1
+            left = np.concatenate([np.zeros(bpp, np.int64), row[:-bpp]])
+            up_left = np.concatenate([np.zeros(bpp, np.int64), prev[:-bpp]])
+            pred = {0: 0, 1: left, 2: prev, 3: (left + prev) // 2, 4: _paeth(left, prev, up_left)}[kind]
+            data.append(kind)
+            data += ((row - pred) % 256).astype(np.uint8).tobytes()
+            prev = row
+    packed = zlib.compress(bytes(data))
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, int(interlace))
+    half = len(packed) // 2  # two IDAT chunks: readers must concatenate them
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", packed[:half])
+        + _chunk(b"IDAT", packed[half:])
+        + _chunk(b"IEND", b"")
+    )
+
+
+# --------------------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("bits, tol", [(8, 0.5 / 255 + 1e-6), (16, 1e-4)])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_image_round_trip(tmp_path: Path, bits: int, tol: float, channels: int, suffix: str) -> None:
+    img = _image(channels)
+    path = tmp_path / f"img{suffix}"
+    write_image(path, img, bits=bits)
+    back = read_image(path, gray=channels == 1)
+    assert back.dtype == np.float32 and back.shape == (H, W, channels)
+    assert np.abs(back - img).max() < tol
+    assert back.min() == 0.0 and back.max() == 1.0
+
+
+def test_16bit_png_is_really_16bit(tmp_path: Path) -> None:
+    # Values between 8-bit levels only survive if neither writer nor reader drops to 8 bits.
+    img = np.full((H, W, 3), 1000.2 / 65535)  # 1000 is not a multiple of 257, i.e. no 8-bit level
+    write_image(tmp_path / "fine.png", img, bits=16)
+    assert np.abs(read_image(tmp_path / "fine.png", gray=False) - 1000 / 65535).max() < 1e-7
+
+
+def test_write_image_accepts_2d_and_jpeg(tmp_path: Path) -> None:
+    img = _image(1)[..., 0]
+    write_image(tmp_path / "a.png", img)
+    assert read_image(tmp_path / "a.png", gray=True).shape == (H, W, 1)
+    smooth = np.tile(np.linspace(0, 1, W), (H, 1))[..., None].repeat(3, axis=2)
+    write_image(tmp_path / "a.jpg", smooth)
+    assert np.abs(read_image(tmp_path / "a.jpg", gray=False) - smooth).mean() < 0.02
+
+
+@pytest.mark.parametrize(
+    "name, image, bits",
+    [
+        ("a.jpg", np.zeros((4, 4)), 16),
+        ("a.gif", np.zeros((4, 4)), 8),
+        ("a.png", np.zeros((4, 4)), 12),
+        ("a.png", np.full((4, 4), np.nan), 8),
+        ("a.png", np.zeros((4, 4), np.uint8), 8),
+        ("a.png", np.zeros((4, 4, 2)), 8),
+    ],
+)
+def test_write_image_rejects_bad_requests(tmp_path: Path, name: str, image: np.ndarray, bits: int) -> None:
+    with pytest.raises(ValueError) as exc_info:
+        write_image(tmp_path / name, image, bits=bits)
+    _assert_error_names(exc_info, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grey_file_replicated_and_colour_file_greyed(tmp_path: Path) -> None:
+    grey, colour = _image(1), _image(3)
+    write_image(tmp_path / "g.png", grey, bits=16)
+    write_image(tmp_path / "c.png", colour, bits=16)
+    as_rgb = read_image(tmp_path / "g.png", gray=False)
+    assert as_rgb.shape == (H, W, 3)
+    assert np.array_equal(as_rgb[..., 0], as_rgb[..., 2])
+    as_grey = read_image(tmp_path / "c.png", gray=True)
+    assert np.abs(as_grey[..., 0] - rgb2gray(colour)).max() < 1e-4
+
+
+def test_alpha_dropped_bool_scaled_float_clipped(tmp_path: Path) -> None:
+    rgba = (_image(4) * 255).round().astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(read_image(tmp_path / "rgba.png", gray=False), rgba[..., :3] / np.float32(255))
+
+    mask = np.arange(H * W).reshape(H, W) % 3 == 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert np.array_equal(read_image(tmp_path / "mask.png", gray=True)[..., 0], mask.astype(np.float32))
+
+    values = np.linspace(-0.5, 1.5, H * W, dtype=np.float32).reshape(H, W)
+    tifffile.imwrite(tmp_path / "float.tif", values)
+    assert np.array_equal(read_image(tmp_path / "float.tif", gray=True)[..., 0], np.clip(values, 0, 1))
+
+
+def test_lzw_tiff_readable_without_imagecodecs(tmp_path: Path) -> None:
+    rgb = (_image(3) * 255).round().astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    assert np.array_equal(read_image(tmp_path / "lzw.tif", gray=False), rgb / np.float32(255))
+
+
+def test_grey_alpha_with_four_rows_keeps_its_layout(tmp_path: Path) -> None:
+    # skimage.io.imread would swap the axes of this (4, 6, 2) image.
+    la = np.random.default_rng(0).integers(0, 256, (4, 6, 2), dtype=np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_image(tmp_path / "la.png", gray=True)[..., 0], la[..., 0] / np.float32(255))
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_png_decoder_all_filters(tmp_path: Path, interlace: bool, channels: int) -> None:
+    levels = np.random.default_rng(channels).integers(0, 65536, (H, W, channels), dtype=np.uint16)
+    (tmp_path / "x.png").write_bytes(_png16(levels, (0, 1, 2, 3, 4), interlace))
+    expected = levels[..., :1] if channels in (1, 2) else levels[..., :3]
+    back = read_image(tmp_path / "x.png", gray=channels in (1, 2))
+    assert np.array_equal(back, (expected / 65535).astype(np.float32))
+
+
+def test_16bit_png_from_pillow(tmp_path: Path) -> None:
+    # Another encoder's filter choices, decoded by pipeline.io's 16-bit path.
+    levels = np.random.default_rng(3).integers(0, 65536, (H, W), dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "p.png")
+    assert np.array_equal(read_image(tmp_path / "p.png", gray=True)[..., 0], (levels / 65535).astype(np.float32))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _truncated_png(tmp_path: Path, bits: int) -> Path:
+    full = tmp_path / f"full{bits}.png"
+    write_image(full, _image(3), bits=bits)
+    cut = tmp_path / f"cut{bits}.png"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    return cut
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: _write(d / "noise.png", np.random.default_rng(0).bytes(300)),
+        lambda d: _write(d / "empty.png", b""),
+        lambda d: _truncated_png(d, 8),
+        lambda d: _truncated_png(d, 16),
+        lambda d: d / "missing.png",
+        lambda d: d,
+    ],
+    ids=["random-bytes", "empty-file", "truncated-8bit", "truncated-16bit", "missing", "folder"],
+)
+def test_bad_image_raises_input_error_naming_path(tmp_path: Path, make) -> None:
+    path = make(tmp_path)
+    with pytest.raises(InputError) as exc_info:
+        read_image(path, gray=False)
+    _assert_error_names(exc_info, path)
+
+
+def test_corrupt_16bit_png_crc_detected(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", _image(3), bits=16)
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    data[60] ^= 0xFF  # inside the IDAT payload
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="CRC") as exc_info:
+        read_image(tmp_path / "a.png", gray=False)
+    _assert_error_names(exc_info, tmp_path / "a.png")
+
+
+def test_zero_pixel_and_nonfinite_images_refused(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile warns about the empty page
+        tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 5), np.uint8))
+    with pytest.raises(InputError, match="no pixels") as exc_info:
+        read_image(tmp_path / "empty.tif", gray=True)
+    _assert_error_names(exc_info, tmp_path / "empty.tif")
+
+    values = np.ones((4, 5), np.float32)
+    values[1, 2] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", values)
+    with pytest.raises(InputError, match="NaN") as exc_info:
+        read_image(tmp_path / "nan.tif", gray=True)
+    _assert_error_names(exc_info, tmp_path / "nan.tif")
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_list_images_sorted_and_filtered(tmp_path: Path) -> None:
+    for name in ["b.png", "a.JPG", "c.Tiff", "d.bmp", "notes.txt", "e.npy", ".hidden.png"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.png").mkdir()
+    (tmp_path / "sub.png" / "inner.png").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png", "c.Tiff", "d.bmp"]
+
+
+def test_list_images_errors(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no images") as exc_info:
+        list_images(tmp_path)
+    _assert_error_names(exc_info, tmp_path, IMAGE_SUFFIXES[0])
+    with pytest.raises(InputError) as exc_info:
+        list_images(tmp_path / "missing")
+    _assert_error_names(exc_info, tmp_path / "missing")
+    with pytest.raises(InputError, match="not a folder"):
+        list_images(tmp_path / "notes.txt")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_path_success_replaces_and_creates_parents(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "out.png"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".png" and tmp.name.startswith(".tmp-")
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["out.png"]
+
+
+def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_failure_keeps_existing_target(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    write_text(target, "old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new but incomplete")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_json_round_trip_and_nan_refused(tmp_path: Path) -> None:
+    obj = {"z": 1, "a": [np.float32(0.5), np.int64(3)], "arr": np.arange(3), "path": tmp_path}
+    write_json(tmp_path / "r.json", obj)
+    assert read_json(tmp_path / "r.json") == {"z": 1, "a": [0.5, 3], "arr": [0, 1, 2], "path": str(tmp_path)}
+    assert list(read_json(tmp_path / "r.json")) == ["z", "a", "arr", "path"]  # key order kept
+
+    with pytest.raises(ValueError) as exc_info:
+        write_json(tmp_path / "bad.json", {"psnr": float("nan")})
+    _assert_error_names(exc_info, tmp_path / "bad.json")
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "bad.json", {"x": np.array([1.0, np.inf])})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_read_json_errors(tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text("{not json")
+    for path in (tmp_path / "broken.json", tmp_path / "missing.json"):
+        with pytest.raises(InputError) as exc_info:
+            read_json(path)
+        _assert_error_names(exc_info, path)
+
+
+def test_csv_round_trip(tmp_path: Path) -> None:
+    rows = [{"image": "a,b.png", "psnr": 30.5}, {"image": 'q"uote', "ssim": 0.9}, {"psnr": 1}]
+    write_csv(tmp_path / "m.csv", rows)
+    assert read_csv(tmp_path / "m.csv") == [
+        {"image": "a,b.png", "psnr": "30.5", "ssim": ""},
+        {"image": 'q"uote', "psnr": "", "ssim": "0.9"},
+        {"image": "", "psnr": "1", "ssim": ""},
+    ]
+    write_csv(tmp_path / "empty.csv", [])
+    assert read_csv(tmp_path / "empty.csv") == []
+
+
+def test_read_csv_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as exc_info:
+        read_csv(tmp_path / "missing.csv")
+    _assert_error_names(exc_info, tmp_path / "missing.csv")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    with pytest.raises(InputError, match="line 3") as exc_info:
+        read_csv(tmp_path / "ragged.csv")
+    _assert_error_names(exc_info, tmp_path / "ragged.csv")
+
+
+def test_npz_round_trip_exact_name(tmp_path: Path) -> None:
+    a, b = np.arange(12, dtype=np.float32).reshape(3, 4), np.array([1, 2], np.int16)
+    save_npz(tmp_path / "arrays.bin", a=a, b=b)
+    assert [p.name for p in tmp_path.iterdir()] == ["arrays.bin"]
+    back = load_npz(tmp_path / "arrays.bin")
+    assert sorted(back) == ["a", "b"]
+    assert np.array_equal(back["a"], a) and back["a"].dtype == np.float32
+    assert np.array_equal(back["b"], b) and back["b"].dtype == np.int16
+
+
+def test_npz_errors(tmp_path: Path) -> None:
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    for path in (tmp_path / "bad.npz", tmp_path / "missing.npz", tmp_path / "single.npy"):
+        with pytest.raises(InputError) as exc_info:
+            load_npz(path)
+        _assert_error_names(exc_info, path)
+    with pytest.raises(ValueError):
+        save_npz(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "obj.npz").exists()
+
+
+def test_sha256_file(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).bytes(3 << 20)  # more than one read block
+    (tmp_path / "blob").write_bytes(data)
+    assert sha256_file(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+    with pytest.raises(InputError):
+        sha256_file(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def test_validate_kernel_normalises_and_squeezes() -> None:
+    k = _kernel() * 7.0
+    out = validate_kernel(k[None], "k")
+    assert out.dtype == np.float32 and out.shape == (5, 7)
+    assert np.allclose(out, k / k.sum(), atol=1e-7) and abs(float(out.sum()) - 1) < 1e-6
+    assert validate_kernel(np.ones((1, 9)), "motion").shape == (1, 9)  # a 1xN kernel is 2-D
+    tiny = _kernel()
+    tiny[2, 2] = -1e-9
+    assert validate_kernel(tiny, "tiny").min() == 0.0
+
+
+@pytest.mark.parametrize(
+    "kernel, message",
+    [
+        (np.array([[0.5, -0.1], [0.3, 0.3]]), "negative"),
+        (np.array([[0.5, np.nan], [0.3, 0.2]]), "NaN"),
+        (np.array([[0.5, np.inf], [0.3, 0.2]]), "NaN or inf"),
+        (np.ones(5), "2-D"),
+        (np.ones((2, 3, 4)), "2-D"),
+        (np.zeros((3, 3)), "sum"),
+        (np.zeros((0, 3)), "empty"),
+        (np.ones((3, 3), complex), "numeric"),
+    ],
+)
+def test_validate_kernel_rejects(kernel: np.ndarray, message: str) -> None:
+    with pytest.raises(InputError, match=message) as exc_info:
+        validate_kernel(kernel, "bench:k07")
+    _assert_error_names(exc_info, "bench:k07")
+
+
+def test_kernels_npy_2d_and_3d(tmp_path: Path) -> None:
+    one, stack = _kernel(), np.stack([_kernel(seed=s) for s in range(3)])
+    np.save(tmp_path / "blur.npy", one * 3)
+    np.save(tmp_path / "many.npy", stack)
+    [(kid, k)] = read_kernels(tmp_path / "blur.npy")
+    assert kid == "blur" and np.allclose(k, one, atol=1e-7)
+    pairs = read_kernels(tmp_path / "many.npy")
+    assert [kid for kid, _ in pairs] == ["k01", "k02", "k03"]
+    assert all(np.allclose(k, ref, atol=1e-7) for (_, k), ref in zip(pairs, stack))
+
+
+def test_kernels_npz(tmp_path: Path) -> None:
+    np.savez(tmp_path / "k.npz", motion=np.stack([_kernel(seed=1), _kernel(seed=2)]), box=np.ones((3, 3)))
+    pairs = read_kernels(tmp_path / "k.npz")
+    assert [kid for kid, _ in pairs] == ["box", "motion_01", "motion_02"]
+    assert np.allclose(pairs[0][1], np.full((3, 3), 1 / 9))
+    assert np.allclose(pairs[2][1], _kernel(seed=2), atol=1e-7)
+
+
+@pytest.mark.parametrize("cell_shape", [(1, 3), (3, 1)])
+def test_kernels_mat_v5_cell(tmp_path: Path, cell_shape: tuple[int, int]) -> None:
+    kernels = [_kernel(5, 7, 1), _kernel(9, 3, 2), _kernel(1, 1, 3)]
+    cell = np.empty(cell_shape, dtype=object)
+    for i, k in enumerate(kernels):
+        cell.flat[i] = k
+    scipy.io.savemat(tmp_path / "k.mat", {"kernels": cell, "other": np.eye(2)})
+    pairs = read_kernels(tmp_path / "k.mat")
+    assert [kid for kid, _ in pairs] == ["k01", "k02", "k03"]
+    for (_, k), ref in zip(pairs, kernels):
+        assert k.shape == ref.shape and np.allclose(k, ref, atol=1e-7)
+
+
+def test_kernels_mat_v5_numeric_3d(tmp_path: Path) -> None:
+    stack = np.stack([_kernel(seed=s) for s in range(4)])
+    scipy.io.savemat(tmp_path / "k.mat", {"kernels": stack})
+    pairs = read_kernels(tmp_path / "k.mat")
+    assert [kid for kid, _ in pairs] == ["k01", "k02", "k03", "k04"]
+    assert np.allclose(pairs[3][1], stack[3], atol=1e-7)
+
+
+def _write_mat73(path: Path, variables: dict[str, object]) -> None:
+    """Write variables the way MATLAB's ``save -v7.3`` lays them out.
+
+    Arrays are stored with reversed axes; a list becomes a cell array: an (N, 1) dataset of
+    object references to datasets in ``#refs#``. The 512-byte user block holds MATLAB's text header.
+    """
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        for name, value in variables.items():
+            if isinstance(value, list):
+                cell = f.create_dataset(name, shape=(len(value), 1), dtype=h5py.ref_dtype)
+                cell.attrs["MATLAB_class"] = np.bytes_(b"cell")
+                for i, k in enumerate(value):
+                    member = refs.create_dataset(f"{name}_{i}", data=np.asarray(k).T)
+                    member.attrs["MATLAB_class"] = np.bytes_(b"double")
+                    cell[i, 0] = member.ref
+            else:
+                f.create_dataset(name, data=np.asarray(value).T).attrs["MATLAB_class"] = np.bytes_(b"double")
+    with path.open("r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: test".ljust(128))
+
+
+def test_kernels_mat_v73_cell_transpose_undone(tmp_path: Path) -> None:
+    kernels = [_kernel(5, 7, 1), _kernel(9, 3, 2)]
+    assert not np.allclose(kernels[0][:5, :5], kernels[0][:5, :5].T)  # non-symmetric on purpose
+    _write_mat73(tmp_path / "k.mat", {"kernels": kernels})
+    assert h5py.is_hdf5(tmp_path / "k.mat")
+    pairs = read_kernels(tmp_path / "k.mat")
+    assert [kid for kid, _ in pairs] == ["k01", "k02"]
+    for (_, k), ref in zip(pairs, kernels):
+        assert k.shape == ref.shape and np.allclose(k, ref, atol=1e-7)
+
+
+def test_kernels_mat_v73_numeric_3d(tmp_path: Path) -> None:
+    stack = np.stack([_kernel(seed=s) for s in range(3)])
+    _write_mat73(tmp_path / "k.mat", {"kernels": stack})
+    pairs = read_kernels(tmp_path / "k.mat")
+    assert len(pairs) == 3 and np.allclose(pairs[1][1], stack[1], atol=1e-7)
+
+
+def test_kernel_png_and_folder(tmp_path: Path) -> None:
+    k = _kernel(7, 9)
+    write_image(tmp_path / "single.png", k / k.max(), bits=16)
+    [(kid, out)] = read_kernels(tmp_path / "single.png")
+    assert kid == "single" and np.allclose(out, k, atol=1e-5)
+
+    folder = tmp_path / "kernels"
+    for name, seed in [("motion_b", 2), ("motion_a", 1)]:
+        ref = _kernel(5, 7, seed)
+        write_image(folder / f"{name}.png", ref / ref.max(), bits=16)
+    (folder / "README.txt").write_text("not a kernel")
+    pairs = read_kernels(folder)
+    assert [kid for kid, _ in pairs] == ["motion_a", "motion_b"]
+    assert np.allclose(pairs[0][1], _kernel(5, 7, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "saved, kid, message",
+    [
+        (np.stack([_kernel(2, 2), [[0.5, -0.1], [0.3, 0.3]]]), "k02", "negative"),
+        (np.array([[[0.5, np.nan], [0.3, 0.2]]]), "k01", "NaN"),
+        (np.ones(5), "many", "2-D"),
+        (np.zeros((3, 3)), "many", "sum"),
+    ],
+)
+def test_bad_kernel_file_names_path_and_id(tmp_path: Path, saved: np.ndarray, kid: str, message: str) -> None:
+    np.save(tmp_path / "many.npy", saved)
+    with pytest.raises(InputError, match=message) as exc_info:
+        read_kernels(tmp_path / "many.npy")
+    _assert_error_names(exc_info, f"{tmp_path / 'many.npy'}:{kid}")
+
+
+def test_bad_kernel_in_mat_cell(tmp_path: Path) -> None:
+    cell = np.empty((1, 2), dtype=object)
+    cell[0, 0], cell[0, 1] = _kernel(), -_kernel()
+    scipy.io.savemat(tmp_path / "k.mat", {"kernels": cell})
+    with pytest.raises(InputError, match="negative") as exc_info:
+        read_kernels(tmp_path / "k.mat")
+    _assert_error_names(exc_info, f"{tmp_path / 'k.mat'}:k02")
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_mat_without_kernels_variable(tmp_path: Path, version: str) -> None:
+    path = tmp_path / "k.mat"
+    if version == "v5":
+        scipy.io.savemat(path, {"blur": _kernel(), "psf": _kernel()})
+    else:
+        _write_mat73(path, {"blur": _kernel(), "psf": [_kernel()]})
+    with pytest.raises(InputError, match="no 'kernels' variable") as exc_info:
+        read_kernels(path)
+    _assert_error_names(exc_info, path, "found: blur, psf")
+
+
+def test_kernel_file_errors(tmp_path: Path) -> None:
+    (tmp_path / "junk.mat").write_bytes(np.random.default_rng(0).bytes(500))
+    (tmp_path / "k.txt").write_text("1 2 3")
+    np.save(tmp_path / "none.npy", np.zeros((0, 5, 5)))
+    _write_mat73(tmp_path / "trunc.mat", {"kernels": [_kernel()]})
+    data = (tmp_path / "trunc.mat").read_bytes()
+    (tmp_path / "trunc.mat").write_bytes(data[: len(data) // 2])
+    for name, message in [
+        ("junk.mat", "cannot read"),
+        ("trunc.mat", "cannot read"),
+        ("k.txt", "unknown kernel file type"),
+        ("none.npy", "no kernels"),
+        ("missing.npy", "not found"),
+    ]:
+        with pytest.raises(InputError, match=message) as exc_info:
+            read_kernels(tmp_path / name)
+        _assert_error_names(exc_info, tmp_path / name)
+
+
+def test_empty_kernel_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no images") as exc_info:
+        read_kernels(tmp_path)
+    _assert_error_names(exc_info, tmp_path)
+
+
+def test_json_file_is_valid_for_strict_readers(tmp_path: Path) -> None:
+    write_json(tmp_path / "a.json", {"b": 1.5})
+    text = (tmp_path / "a.json").read_text()
+    assert text.endswith("\n") and json.loads(text) == {"b": 1.5}
