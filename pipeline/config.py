@@ -105,7 +105,9 @@ class ModelConfig:
     nominal_sigma: float = 1.0
     sigma_start: float = 49.0  # /255, first stage of the rho schedule
     guidance: Literal["learned", "none", "oracle"] = "learned"
-    learn_rho: bool = False  # beyond the paper: trainable per-stage log rho_k
+    # rho_k on the IRCNN rule at the proxy's noise estimate (beyond the paper) or at nominal_sigma
+    rho: Literal["estimated", "nominal"] = "estimated"
+    learn_rho: bool = False  # beyond the paper: a trainable per-stage gain on rho_k
 
     def __post_init__(self) -> None:
         _check(1 <= self.stages <= 50, "model.stages", "must be in [1, 50]")

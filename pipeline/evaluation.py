@@ -55,6 +55,7 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
     told = {"blind": nominal_sigma, "true": true_level, "estimated": est}
     out: dict[str, np.ndarray] = {}
     guidance: list[np.ndarray] = []
+    rhos = np.zeros(0, np.float32)
     noise_estimate = np.zeros(sigma_map.shape[-2:], np.float32)
     with autocast(device):
         if "input" in methods:
@@ -63,6 +64,7 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
             res = model(physics, sigma_map=smap)
             out["learned"] = res.x[0].float().cpu().numpy()
             guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
+            rhos = (res.rhos[0] if res.rhos.dim() == 2 else res.rhos).float().cpu().numpy()
             noise_estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
         for name in PNP_METHODS:
             if name not in methods:
@@ -76,7 +78,7 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
                 out["true_sigma_map"] = out["ircnn_true"]  # a constant map is exactly the scalar rule
             else:
                 out["true_sigma_map"] = run_map_schedule(physics, denoiser, smap, ircnn_iters).x[0].float().cpu().numpy()
-    return Restoration(out, guidance, noise_estimate, est, model.rhos.detach().cpu().numpy())
+    return Restoration(out, guidance, noise_estimate, est, rhos)
 
 
 def score(outputs: dict[str, np.ndarray], x: np.ndarray, kernel_shape: tuple[int, int]) -> dict[str, dict[str, float]]:

@@ -17,8 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import h5py
 import imageio.v3 as iio
 import numpy as np
+import png
 import scipy.io
 from skimage.color import rgb2gray
 
@@ -39,10 +38,6 @@ class InputError(ValueError):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# PNG colour type -> samples per pixel (palette images cannot be 16-bit, so type 3 is absent).
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
-# Adam7 passes as (x0, y0, dx, dy).
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 _WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _JPEG_QUALITY = 95  # Pillow's default of 75 leaves artefacts large enough to move restoration metrics
 
@@ -78,7 +73,7 @@ def _decode_image(p: Path) -> np.ndarray:
         if _is_16bit_png(p):
             # Pillow (hence imageio and skimage.io) silently truncates 16-bit colour PNGs
             # to 8 bits, so 16-bit PNGs are decoded here.
-            return _decode_png16(p.read_bytes())
+            return _decode_png16(p)
         # imageio rather than skimage.io.imread: the latter swaps axes of images whose
         # height is 3 or 4 and whose channel count is not (e.g. a 4-row grey+alpha image).
         return np.asarray(iio.imread(p))
@@ -164,7 +159,7 @@ def write_image(path: PathLike, image: np.ndarray, bits: int = 8) -> None:
     levels = _quantise(image, bits, p)
     with atomic_path(p) as tmp:
         if suffix == ".png" and bits == 16:
-            tmp.write_bytes(_encode_png16(levels))  # Pillow cannot write 16-bit colour PNG
+            _encode_png16(tmp, levels)  # Pillow cannot write 16-bit colour PNG
         elif suffix in (".tif", ".tiff"):
             iio.imwrite(tmp, levels, plugin="tifffile")
         elif suffix in (".jpg", ".jpeg"):
@@ -192,7 +187,9 @@ def _quantise(image: np.ndarray, bits: int, p: Path) -> np.ndarray:
     return np.round(np.clip(a.astype(np.float64), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
 
 
-# --------------------------------------------------------------------------- 16-bit PNG codec
+# --------------------------------------------------------------------------- 16-bit PNG
+# Pillow (hence imageio and skimage.io) truncates 16-bit colour PNGs to 8 bits on reading and
+# refuses to write them: pypng does both exactly.
 
 
 def _is_16bit_png(p: Path) -> bool:
@@ -202,121 +199,20 @@ def _is_16bit_png(p: Path) -> bool:
     return len(head) >= 25 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and head[24] == 16
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _encode_png16(levels: np.ndarray) -> bytes:
-    """uint16 ``(H, W)`` or ``(H, W, 3)`` -> bytes of a non-interlaced 16-bit PNG.
-
-    Every row uses the "Up" filter: it compresses smooth images well and, unlike the
-    adaptive Paeth/Average filters, decodes with vectorised numpy in :func:`_unfilter`.
-    """
+def _encode_png16(path: Path, levels: np.ndarray) -> None:
+    """uint16 ``(H, W)`` or ``(H, W, 3)`` -> a 16-bit PNG file."""
     h, w = levels.shape[:2]
-    colour_type = 0 if levels.ndim == 2 else 2
-    rows = levels.astype(">u2").reshape(h, -1).view(np.uint8)  # PNG samples are big-endian
-    up = rows.copy()
-    up[1:] -= rows[:-1]  # uint8 arithmetic wraps modulo 256, as the PNG filter requires
-    scanlines = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
-    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
-        + _png_chunk(b"IEND", b"")
-    )
+    writer = png.Writer(width=w, height=h, greyscale=levels.ndim == 2, bitdepth=16)
+    with path.open("wb") as f:
+        writer.write(f, levels.reshape(h, -1))
 
 
-def _decode_png16(data: bytes) -> np.ndarray:
-    """Bytes of a 16-bit PNG -> uint16 ``(H, W)`` (grey) or ``(H, W, C)``, C in 2, 3, 4.
-
-    Handles every filter type and Adam7 interlacing; checks chunk CRCs so that corruption
-    is reported rather than decoded into noise. Raises ValueError on malformed data.
-    """
-    if data[:8] != _PNG_SIGNATURE:
-        raise ValueError("not a PNG file")
-    header, idat, pos = None, [], 8
-    while True:
-        if pos + 12 > len(data):
-            raise ValueError("truncated PNG (no IEND chunk)")
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        crc = data[pos + 8 + length : pos + 12 + length]
-        if len(crc) < 4:
-            raise ValueError(f"truncated PNG (inside {kind!r} chunk)")
-        if zlib.crc32(kind + body) != int.from_bytes(crc, "big"):
-            raise ValueError(f"corrupt PNG (bad CRC in {kind!r} chunk)")
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    if header is None:
-        raise ValueError("PNG without IHDR chunk")
-    width, height, depth, colour_type, _, _, interlace = header
-    if depth != 16 or colour_type not in _PNG_CHANNELS:
-        raise ValueError(f"unsupported PNG (bit depth {depth}, colour type {colour_type})")
-    channels = _PNG_CHANNELS[colour_type]
-    bpp = 2 * channels
-    raw = zlib.decompress(b"".join(idat))
-    out = np.empty((height, width, channels), np.uint16)
-    offset = 0
-    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
-        pw, ph = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
-        if pw == 0 or ph == 0:
-            continue  # empty passes carry no scanlines, not even filter bytes
-        n = ph * (1 + pw * bpp)
-        if offset + n > len(raw):
-            raise ValueError("truncated PNG image data")
-        lines = np.frombuffer(raw, np.uint8, count=n, offset=offset).reshape(ph, 1 + pw * bpp)
-        offset += n
-        out[y0::dy, x0::dx] = _unfilter(lines, bpp).view(">u2").reshape(ph, pw, channels)
-    return out[..., 0] if channels == 1 else out
-
-
-def _unfilter(lines: np.ndarray, bpp: int) -> np.ndarray:
-    """Undo PNG row filters: uint8 ``(rows, 1 + stride)`` (filter byte first) -> ``(rows, stride)``.
-
-    None/Sub/Up are vectorised; Average and Paeth depend on the byte just decoded to
-    their left, so they run as a Python loop (slow, but only for files from other encoders).
-    """
-    rows, stride = lines.shape[0], lines.shape[1] - 1
-    out = np.empty((rows, stride), np.uint8)
-    prev = np.zeros(stride, np.uint8)
-    for y in range(rows):
-        kind, line = int(lines[y, 0]), lines[y, 1:]
-        if kind == 0:
-            cur = line.copy()
-        elif kind == 1:
-            cur = np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).ravel()  # wraps mod 256
-        elif kind == 2:
-            cur = line + prev
-        elif kind in (3, 4):
-            cur = np.frombuffer(_unfilter_sequential(kind, line.tobytes(), prev.tobytes(), bpp), np.uint8)
-        else:
-            raise ValueError(f"corrupt PNG (unknown filter type {kind})")
-        out[y] = cur
-        prev = out[y]
-    return out
-
-
-def _unfilter_sequential(kind: int, line: bytes, prev: bytes, bpp: int) -> bytearray:
-    """PNG Average (3) or Paeth (4) reconstruction of one scanline of bytes."""
-    cur = bytearray(line)
-    for i in range(len(cur)):
-        left = cur[i - bpp] if i >= bpp else 0
-        up = prev[i]
-        if kind == 3:
-            pred = (left + up) >> 1
-        else:
-            up_left = prev[i - bpp] if i >= bpp else 0
-            guess = left + up - up_left
-            d_left, d_up, d_up_left = abs(guess - left), abs(guess - up), abs(guess - up_left)
-            pred = left if d_left <= d_up and d_left <= d_up_left else up if d_up <= d_up_left else up_left
-        cur[i] = (cur[i] + pred) & 0xFF
-    return cur
+def _decode_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG -> uint16 ``(H, W)`` (grey) or ``(H, W, C)``, C in 2, 3, 4 (pypng checks CRCs)."""
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = info["planes"]
+    out = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    return out[..., 0] if planes == 1 else out
 
 
 # --------------------------------------------------------------------------- atomic writes

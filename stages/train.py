@@ -97,8 +97,7 @@ def main() -> None:
         last = {ph: [r for r in history if r["phase"] == ph][-1] for ph in ("pretrain", "bilevel")
                 if any(r["phase"] == ph for r in history)}
         summary = {"seconds": round(seconds, 2), "resumed_from_step": trainer.resumed_from, "n_parameters": n_params,
-                   "device": str(device), **{f"{ph}_val_psnr": finite_or_none(r.get("val_psnr")) for ph, r in last.items()},
-                   "rhos": [float(v) for v in model.rhos.detach().cpu()]}
+                   "device": str(device), **{f"{ph}_val_psnr": finite_or_none(r.get("val_psnr")) for ph, r in last.items()}}
         io.write_json(out / "train.json", summary)
         tracker.log_metrics({"train_seconds": seconds})
         tracker.log_artifact(out / "model.pt", "model")

@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 torch.set_num_threads(2)
 
 
-def test_profile_dict() -> dict:
+def profile_dict() -> dict:
     """params.yaml with profiles/test.yaml merged on top (the whole chain in well under 90 s)."""
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     return merge(base, yaml.safe_load((ROOT / "profiles" / "test.yaml").read_text()))
@@ -27,7 +27,7 @@ def test_profile_dict() -> dict:
 
 @pytest.fixture
 def test_params() -> Params:
-    return params_from_dict(test_profile_dict())
+    return params_from_dict(profile_dict())
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def project_copy(tmp_path) -> Path:
     """A fresh git + DVC copy of the project with the test profile as its params.yaml."""
     dst = tmp_path / "project"
     shutil.copytree(ROOT, dst, ignore=_copy_ignore)
-    (dst / "params.yaml").write_text(yaml.safe_dump(test_profile_dict(), sort_keys=False))
+    (dst / "params.yaml").write_text(yaml.safe_dump(profile_dict(), sort_keys=False))
     if (dst / "dvc.lock").exists():
         (dst / "dvc.lock").unlink()
     env = project_env(dst)

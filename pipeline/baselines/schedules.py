@@ -27,10 +27,17 @@ class Schedule:
 
 
 def geometric(start: torch.Tensor | float, end: torch.Tensor | float, k: int) -> torch.Tensor:
-    """``k`` values from ``start`` to ``end`` evenly spaced in log; batched over leading dims."""
-    start, end = torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(end, dtype=torch.float64)
-    t = torch.linspace(0.0, 1.0, k, dtype=torch.float64) if k > 1 else torch.ones(1, dtype=torch.float64)
-    return torch.exp(torch.log(start)[..., None] * (1 - t) + torch.log(end)[..., None] * t).float()
+    """``k`` values from ``start`` to ``end`` evenly spaced in log; batched over leading dims.
+
+    Computed in float64; returned in float32 unless an input is float64 (gradient checks).
+    """
+    start, end = torch.as_tensor(start), torch.as_tensor(end)
+    out_dtype = torch.float64 if torch.float64 in (start.dtype, end.dtype) else torch.float32
+    t = torch.linspace(0.0, 1.0, k, dtype=torch.float64, device=end.device) if k > 1 \
+        else torch.ones(1, dtype=torch.float64, device=end.device)
+    log_start = torch.log(start.to(end.device, torch.float64))[..., None]
+    log_end = torch.log(end.to(torch.float64))[..., None]
+    return torch.exp(log_start * (1 - t) + log_end * t).to(out_dtype)
 
 
 def hqs_schedule(sigma: torch.Tensor | float, iterations: int, lam_factor: float, s_start: float = SIGMA_START,

@@ -32,6 +32,8 @@ def guidance_loss(model: UnfoldedHQS, batch: dict) -> torch.Tensor:
 
 
 class Strategy(Protocol):
+    optimizers: list[torch.optim.Optimizer]
+
     def step(self, batch: dict) -> dict[str, float]: ...
 
     def state_dict(self) -> dict: ...
@@ -64,6 +66,7 @@ class Alternating:
         self.model, self.weight = model, weight
         self.inner = torch.optim.Adam(model.proxy.parameters(), lr=lr_inner)
         self.outer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.optimizers = [self.inner, self.outer]
 
     def step(self, batch: dict) -> dict[str, float]:
         g = guidance_loss(self.model, batch)
@@ -90,6 +93,7 @@ class Joint:
     def __init__(self, model: UnfoldedHQS, lr: float, lr_inner: float, weight: float):
         self.model, self.weight = model, weight
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.optimizers = [self.opt]
 
     def step(self, batch: dict) -> dict[str, float]:
         f = reconstruction_loss(self.model, batch)
@@ -106,6 +110,14 @@ class Joint:
 
 
 STRATEGIES: dict[str, type] = {"alternating": Alternating, "joint": Joint}
+
+
+def set_lr_scale(strategy: Strategy, scale: float) -> None:
+    """Scale every learning rate of ``strategy`` relative to its initial value (schedules)."""
+    for opt in strategy.optimizers:
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * scale
 
 
 def make_strategy(name: str, model: UnfoldedHQS, lr: float, lr_inner: float, weight: float) -> Strategy:

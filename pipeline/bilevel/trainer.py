@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.bilevel.strategies import GRAD_CLIP, make_strategy
+from pipeline.bilevel.strategies import GRAD_CLIP, make_strategy, set_lr_scale
 from pipeline.config import TrainConfig
 from pipeline.data import PatchSampler
 from pipeline.device import autocast
@@ -66,6 +66,16 @@ def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_m
     return clean + sigma * noise, sigma
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+    """A clipped optimiser step, skipped for a non-finite loss (the caller reports it)."""
+    if not math.isfinite(loss.item()):
+        return
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(params), GRAD_CLIP)
+    opt.step()
+
+
 class Trainer:
     """Pre-train ``model.denoiser`` on denoising, then train the unfolded model bilevel.
 
@@ -91,6 +101,7 @@ class Trainer:
         self.log_fn = log_fn or (lambda row: None)
         self.progress = progress
         self.pre_opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
+        self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
         self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight)
         self.phase, self.step, self.history = "pretrain", 0, []
         self.nonfinite = 0
@@ -102,6 +113,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT, "config_key": self.config_key, "phase": self.phase, "step": self.step,
             "model": self.model.state_dict(), "pretrain_opt": self.pre_opt.state_dict(),
+            "proxy_opt": self.proxy_opt.state_dict(),
             "strategy": self.strategy.state_dict(), "rng": self.rng.bit_generator.state, "history": self.history,
             "pretrained": self.pretrained,
         }
@@ -126,6 +138,7 @@ class Trainer:
             return False
         self.model.load_state_dict(state["model"])
         self.pre_opt.load_state_dict(state["pretrain_opt"])
+        self.proxy_opt.load_state_dict(state["proxy_opt"])
         self.strategy.load_state_dict(state["strategy"])
         self.rng.bit_generator.state = state["rng"]
         self.phase, self.step, self.history = state["phase"], state["step"], list(state["history"])
@@ -187,22 +200,31 @@ class Trainer:
                                    f" (lower train.lr?){where}")
 
     def _pretrain_step(self) -> dict[str, float]:
+        """One step on denoising for the prior and, with learned guidance, one step of the inner
+        problem for the proxy (noise-level estimation on blurred noisy patches): a warm start
+        for both levels."""
         clean = self.sampler.clean_batch(self.cfg.batch_size)
         noisy, sigma = noisy_for_pretraining(clean, self.rng, self.cfg.pretrain_sigma_max / 255.0)
         clean, noisy, sigma = clean.to(self.device), noisy.to(self.device), sigma.to(self.device)
         with autocast(self.device):
             out = self.model.denoiser(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
-        if math.isfinite(float(loss)):
-            self.pre_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.denoiser.parameters(), GRAD_CLIP)
-            self.pre_opt.step()
-        return {"loss": float(loss)}
+        _step(self.pre_opt, loss, self.model.denoiser.parameters())
+        losses = {"loss": loss.item()}
+        if self.model.guidance_mode == "learned":
+            b = self.sampler.blur_batch(self.cfg.batch_size)
+            with autocast(self.device):
+                estimate = self.model.proxy(b["y"].to(self.device))
+            g = F.mse_loss(estimate.float(), b["sigma"].to(self.device))
+            _step(self.proxy_opt, self.cfg.guidance_weight * g, self.model.proxy.parameters())
+            losses["guidance_loss"] = g.item()
+        return losses
 
     def _bilevel_step(self) -> dict[str, float]:
         b = {k: v.to(self.device) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
         batch = {"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "sigma": b["sigma"]}
+        # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
+        set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))
         with autocast(self.device):
             return self.strategy.step(batch)
 

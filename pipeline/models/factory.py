@@ -20,5 +20,6 @@ def build_model(cfg: ModelConfig, channels: int, denoiser: ConditionedDenoiser |
         nominal_sigma=cfg.nominal_sigma / 100.0,
         sigma_start=cfg.sigma_start / 255.0,
         guidance_mode=cfg.guidance,
+        rho_mode=cfg.rho,
         learn_rho=cfg.learn_rho,
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from scipy.ndimage import uniform_filter
 
 from pipeline.metrics import kernel_crop, psnr
@@ -250,8 +251,15 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
     cols = [*image_cols, "predicted σ", "true σ"]
     per_sample = 2 if zoom else 1
     rows = len(visuals) * per_sample
-    fig = Figure(figsize=(2.05 * len(cols) + 0.6, 2.25 * rows + 0.3), dpi=DPI, layout="constrained")
-    axes = fig.subplots(rows, len(cols), squeeze=False)
+    # Row heights follow the panels' aspect (a zoom crop is square), so landscape images leave no gaps.
+    ratios = []
+    for vis in visuals:
+        h, w = np.shape(vis["ground_truth"])[-2:]
+        ratios += [float(np.clip(h / max(w, 1), 0.3, 3.0))] + ([1.0] if zoom else [])
+    panel = 2.05
+    fig = Figure(figsize=(panel * len(cols) + 0.6, panel * sum(ratios) + 0.4 * len(visuals) + 0.15), dpi=DPI,
+                 layout="constrained")
+    axes = fig.subplots(rows, len(cols), squeeze=False, gridspec_kw={"height_ratios": ratios})
     for i, vis in enumerate(visuals):
         gt = np.asarray(vis["ground_truth"])
         kernel_shape = tuple(np.shape(vis.get("kernel", np.zeros((1, 1)))))
@@ -356,11 +364,14 @@ def stage_stats(stages: pd.DataFrame) -> Figure:
         _placeholder(fig, ax_g, "no per-stage statistics")
         return fig
     levels = sorted(summary.index.get_level_values("noise_level").unique())
+    shared_rho = rho_shared(summary)
+    if shared_rho is not None:
+        ax_rho.plot(shared_rho.index, shared_rho.values, marker="o", color="black", label="all levels")
     for n, level in enumerate(levels):
         part = summary.xs(level, level="noise_level")
         colour = _level_colour(n, len(levels))
         label = f"{level:g}%"
-        if "rho" in part:
+        if "rho" in part and shared_rho is None:
             ax_rho.plot(part.index, part["rho"], marker="o", color=colour, label=label)
         if "guidance_mean_255" in part:
             ax_g.plot(part.index, part["guidance_mean_255"], marker="o", color=colour, label=label)
@@ -385,7 +396,25 @@ def stage_stats(stages: pd.DataFrame) -> Figure:
         ax.legend(title="noise level", fontsize=8, title_fontsize=8)
     if rho.notna().any() and (rho.dropna() > 0).all():
         ax_rho.set_yscale("log")
+    if "guidance_mean_255" in summary:
+        g = summary["guidance_mean_255"].dropna()
+        if len(g) and (g > 0).all() and g.max() > 20 * g.min():  # stages far apart: show the small ones too
+            ax_g.set_yscale("log")
+            ax_g.set_ylabel("guidance (/255, log scale)")
     return fig
+
+
+def rho_shared(summary: pd.DataFrame) -> pd.Series | None:
+    """``rho`` per stage when it is the same at every noise level (the usual case: rho_k is a
+    per-stage parameter, not predicted), else None."""
+    if "rho" not in summary or summary["rho"].isna().all():
+        return None
+    rho = summary["rho"].unstack("noise_level")
+    spread = (rho.max(axis=1) - rho.min(axis=1)).abs()
+    scale = rho.abs().max(axis=1).clip(lower=1e-12)
+    if bool((spread <= 1e-6 * scale).all()):
+        return rho.mean(axis=1)
+    return None
 
 
 def _level_colour(n: int, total: int) -> tuple[float, float, float, float]:
@@ -429,6 +458,7 @@ def gain_hist(per_image: pd.DataFrame, a: str = "learned", b: str = "ircnn_estim
     ax_h.axvline(float(np.mean(gains)), color="black", ls="--", lw=1, label=f"mean {np.mean(gains):+.2f} dB")
     ax_h.set_xlabel(f"PSNR({a}) − PSNR({b})  (dB)")
     ax_h.set_ylabel("test samples")
+    ax_h.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_h.set_title(f"{a} better on {wins} of {len(gains)} samples")
     ax_h.legend(fontsize=8)
     ax_h.grid(alpha=0.3)

@@ -203,9 +203,9 @@ def stage_table(stages: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.Index([int(k) for k in stage_ids], name="stage k"))
     if "rho" in summary:
         rho = summary["rho"].unstack("noise_level")
-        spread = (rho.max(axis=1) - rho.min(axis=1)).abs()
-        if bool((spread <= 1e-9 * rho.abs().max(axis=1).clip(lower=1e-12)).all()):
-            out["ρ_k"] = [f"{v:.4g}" for v in rho.mean(axis=1)]
+        shared = figs.rho_shared(summary)
+        if shared is not None:
+            out["ρ_k"] = [_fmt(shared.get(k), ".4g") for k in stage_ids]
         else:
             for level in levels:
                 out[f"ρ_k @ {level:g}%"] = [_fmt(rho.at[k, level], ".4g") for k in stage_ids]
@@ -389,7 +389,8 @@ def html_table(block: TableBlock) -> str:
     body = []
     for idx, row in frame.iterrows():
         cells = f"<th>{_inline_html(idx)}</th>" + "".join(f"<td>{_inline_html(v)}</td>" for v in row.tolist())
-        body.append(f"<tr>{cells}</tr>")
+        cls = ' class="mean"' if str(idx) == "mean" else ""
+        body.append(f"<tr{cls}>{cells}</tr>")
     caption = f"<caption>{_inline_html(block.caption)}</caption>" if block.caption else ""
     return f'<table>{caption}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -401,7 +402,7 @@ def render_markdown(report: Report, figure_dir: str = "figures") -> str:
         out += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, FigureBlock):
-                out += [f"![{block.caption or block.name}]({figure_dir}/{block.name}.png)", ""]
+                out += [f"![{block.name}]({figure_dir}/{block.name}.png)", ""]
                 if block.caption:
                     out += [f"*{block.caption}*", ""]
             elif isinstance(block, TableBlock):
@@ -424,7 +425,7 @@ caption { caption-side: top; text-align: left; font-style: italic; color: #555; 
 th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: right; white-space: nowrap; }
 thead th { background: #f4f4f4; }
 tbody th { text-align: left; background: #fafafa; }
-tbody tr:last-child { border-top: 2px solid #999; }
+tr.mean { border-top: 2px solid #999; }
 td strong { color: #b00; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -446,7 +447,7 @@ def render_html(report: Report) -> str:
         for block in section.blocks:
             if isinstance(block, FigureBlock):
                 data = base64.b64encode(block.png).decode("ascii")
-                alt = html.escape(block.caption or block.name)
+                alt = html.escape(re.sub(r"[`*]", "", block.caption or block.name))
                 cap = f"<figcaption>{_inline_html(block.caption)}</figcaption>" if block.caption else ""
                 parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{cap}</figure>')
             elif isinstance(block, TableBlock):

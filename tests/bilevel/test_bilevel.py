@@ -36,7 +36,7 @@ def test_gradients_match_finite_differences(loss_fn):
     loss = loss_fn(model, batch)
     params = dict(model.named_parameters())
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    names = ["denoiser.body.0.weight", "proxy.body.0.weight", "log_rho"] if loss_fn is reconstruction_loss \
+    names = ["denoiser.body.0.weight", "proxy.body.0.weight", "rho_gain", "guidance_gain"] if loss_fn is reconstruction_loss \
         else ["proxy.body.0.weight", "proxy.body.6.bias"]
     eps = 1e-6
     for name in names:

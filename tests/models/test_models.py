@@ -38,23 +38,31 @@ def test_gradients_reach_denoiser_and_proxy():
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
 
 
-def test_rho_follows_ircnn_rule_and_can_be_learned():
+def test_rho_follows_ircnn_rule_at_the_estimated_or_nominal_level():
     model = build_model(CFG, 1)
-    rhos = model.rhos
-    assert torch.all(rhos[1:] > rhos[:-1])  # penalty grows as the denoiser strength decays
-    sigma, s1 = 0.01, 49 / 255
-    assert np.isclose(float(rhos[0]), sigma**2 / 3 / s1**2, rtol=1e-4)
-    assert np.isclose(float(rhos[-1]), 1 / 3, rtol=1e-4)
-    assert "log_rho" not in dict(model.named_parameters())
+    level = torch.tensor([0.01, 0.05])
+    rhos = model.penalties(level)
+    assert rhos.shape == (2, 3) and torch.all(rhos[:, 1:] > rhos[:, :-1])  # penalty grows as strength decays
+    s1 = 49 / 255
+    assert np.allclose(rhos[:, 0].numpy(), (level**2 / 3 / s1**2).numpy(), rtol=1e-4)
+    assert np.allclose(rhos[:, -1].numpy(), 1 / 3, rtol=1e-4)  # sigma_K = the level itself
+    nominal = build_model(ModelConfig(**{**CFG.__dict__, "rho": "nominal"}), 1).penalties(level)
+    assert torch.allclose(nominal[0], nominal[1]) and np.isclose(float(nominal[0, 0]), 0.01**2 / 3 / s1**2, rtol=1e-4)
+    assert "rho_gain" not in dict(model.named_parameters())
     learned = build_model(ModelConfig(**{**CFG.__dict__, "learn_rho": True}), 1)
-    assert "log_rho" in dict(learned.named_parameters())
+    assert "rho_gain" in dict(learned.named_parameters())
 
 
 def test_guidance_modes():
     physics, sigma = _batch()
+    sigma = sigma * torch.linspace(0.5, 1.5, 29)  # spatially varying
     none = build_model(ModelConfig(**{**CFG.__dict__, "guidance": "none"}), 1)(physics)
     assert all(torch.allclose(g, g.flatten()[0].expand_as(g)) for g in none.guidance)
     oracle_model = build_model(ModelConfig(**{**CFG.__dict__, "guidance": "oracle"}), 1)
-    assert all(torch.equal(g, sigma) for g in oracle_model(physics, sigma_map=sigma).guidance)
+    out = oracle_model(physics, sigma_map=sigma)
+    assert torch.allclose(out.guidance[0], torch.full_like(sigma, 49 / 255))  # the schedule starts at s_start
+    assert torch.allclose(out.guidance[-1], sigma, rtol=1e-5)  # ... and ends at the map, pixel by pixel
     with pytest.raises(ValueError, match="sigma_map"):
         oracle_model(physics)
+    learned = build_model(CFG, 1)
+    assert torch.allclose(learned(physics).guidance[-1], learned.estimate_noise(physics.y).clamp(1e-3, 49 / 255))

@@ -1,0 +1,75 @@
+"""Time a full `dvc repro` in a fresh copy of the project, then a no-op re-run.
+
+    python benchmarks/repro_time.py [--profile profiles/test.yaml] [--keep DIR]
+
+Prints ``key=value`` lines: per-stage seconds (from DVC's output order and wall clock), the
+no-op re-run, and last the headline ``repro_seconds``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.config import merge  # noqa: E402
+
+SKIP = {".venv", ".git", "data", "models", "results", "checkpoints", "reports", "mlflow.db", "mlartifacts",
+        "__pycache__", ".pytest_cache", "dvc.lock", "cache", "tmp"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", help="overrides merged onto params.yaml (e.g. profiles/test.yaml)")
+    p.add_argument("--keep", help="copy the project here instead of a temporary folder (kept)")
+    args = p.parse_args()
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hyperguide-bench-"))
+    dst = work / "project"
+    shutil.copytree(ROOT, dst, ignore=lambda d, names: {n for n in names if n in SKIP})
+    if args.profile:
+        params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(Path(args.profile).read_text()))
+        (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(dst), "DVC_NO_ANALYTICS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=dst, check=True, env=env, capture_output=True)
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=dst, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage, started, stages = None, t0, {}
+    for line in proc.stdout:
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if stage:
+                stages[stage] = now - started
+            stage, started = line.split("'")[1], now
+    if proc.wait() != 0:
+        sys.exit(f"dvc repro failed in {dst}")
+    total = time.perf_counter() - t0
+    if stage:
+        stages[stage] = time.perf_counter() - started
+    t1 = time.perf_counter()
+    noop = subprocess.run(["dvc", "repro"], cwd=dst, env=env, capture_output=True, text=True)
+    noop_seconds = time.perf_counter() - t1
+    for name, seconds in stages.items():
+        print(f"stage_seconds_{name}={seconds:.1f}")
+    print(f"noop_ran_stages={noop.stdout.count('Running stage')}")
+    print(f"noop_repro_seconds={noop_seconds:.2f}")
+    print(f"cpu_count={os.cpu_count()}")
+    print(f"repro_seconds={total:.1f}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

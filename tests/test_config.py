@@ -1,0 +1,51 @@
+"""Config: defaults valid, params.yaml and the test profile valid, typos and bad values named."""
+import pytest
+import yaml
+
+from conftest import ROOT, profile_dict
+from pipeline.config import ConfigError, Params, flatten, merge, params_from_dict, to_dict
+
+
+def test_params_yaml_is_valid_and_round_trips():
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = params_from_dict(data)
+    assert params.model.stages == 5 and params.train.strategy == "alternating"
+    assert params_from_dict(to_dict(params)) == params
+    assert params_from_dict(profile_dict()).model.stages == 2
+
+
+def test_defaults_are_valid():
+    assert params_from_dict({}) == Params()
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"train": {"lerning_rate": 1}}, "train.lerning_rate"),
+    ({"traim": {}}, "traim"),
+    ({"degrade": {"noise": {"rnage": [1, 2]}}}, "degrade.noise.rnage"),
+])
+def test_unknown_keys_are_named_with_a_suggestion(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as exc:
+        params_from_dict(data)
+    assert "did you mean" in str(exc.value) or "known keys" in str(exc.value)
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"train": {"steps": "10"}}, "train.steps"),
+    ({"train": {"steps": -1}}, "train.steps"),
+    ({"train": {"strategy": "alternate"}}, "train.strategy"),
+    ({"degrade": {"noise": {"range": [5, 1]}}}, "degrade.noise.range"),
+    ({"degrade": {"kernels": {"max_size": 24}}}, "degrade.kernels.max_size"),
+    ({"prepare": {"color": "yes"}}, "prepare.color"),
+    ({"model": {"denoiser_dilations": [1, 0, 1]}}, "model.denoiser_dilations"),
+    ({"train": []}, "train"),
+])
+def test_bad_values_are_named(data, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        params_from_dict(data)
+
+
+def test_flatten_and_merge():
+    flat = flatten(Params())
+    assert flat["train.lr"] == 1e-3 and flat["degrade.noise.range"] == [1.0, 7.0]
+    merged = merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}})
+    assert merged == {"a": {"b": 5, "c": 2}, "d": 3}
