@@ -19,12 +19,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from pipeline.config import merge  # noqa: E402
-
-SKIP = {".venv", ".git", "data", "models", "results", "checkpoints", "reports", "mlflow.db", "mlartifacts",
-        "__pycache__", ".pytest_cache", "dvc.lock", "cache", "tmp"}
-
+from project_copy import copy_project, project_env  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,17 +29,12 @@ def main() -> None:
     p.add_argument("--keep", help="copy the project here instead of a temporary folder (kept)")
     args = p.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hyperguide-bench-"))
-    dst = work / "project"
-    shutil.copytree(ROOT, dst, ignore=lambda d, names: {n for n in names if n in SKIP})
+    params = None
     if args.profile:
-        params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(Path(args.profile).read_text()))
-        (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(dst), "DVC_NO_ANALYTICS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"]):
-        subprocess.run(cmd, cwd=dst, check=True, env=env, capture_output=True)
+        merged = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), yaml.safe_load(Path(args.profile).read_text()))
+        params = yaml.safe_dump(merged, sort_keys=False)
+    dst = copy_project(work / "project", params)
+    env = project_env(dst)
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(["dvc", "repro"], cwd=dst, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -7,6 +7,7 @@ optimiser states, the sampler's random state, the history), saved atomically, lo
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -96,7 +97,10 @@ class Trainer:
                  val: list[ValSample] | None = None, log_fn: Callable[[dict], None] | None = None,
                  progress: bool = True):
         self.model, self.sampler, self.cfg, self.device, self.rng = model.to(device), sampler, cfg, device, rng
-        self.checkpoint, self.config_key = checkpoint, config_key
+        self.checkpoint = checkpoint
+        # the architecture is part of the key: a checkpoint of other shapes never half-loads
+        shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+        self.config_key = f"{config_key}/{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
         self.val = val or []
         self.log_fn = log_fn or (lambda row: None)
         self.progress = progress

@@ -114,6 +114,12 @@ def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
     other = _trainer(tmp_path)
     other.config_key = "other"
     assert not other.try_resume()
+    # another architecture under the same configuration key: not resumed either
+    wider = _trainer(tmp_path)
+    wider.model.denoiser.body[0] = torch.nn.Conv2d(2, 5, 3, padding=1)
+    assert Trainer(wider.model, wider.sampler, wider.cfg, wider.device, wider.rng, tmp_path / "ckpt.pt",
+                   "key").try_resume() is False
+    assert _trainer(tmp_path).try_resume()
 
 
 def test_nan_in_training_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):

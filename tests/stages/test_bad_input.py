@@ -27,11 +27,11 @@ def write_params(path, **overrides):
 
 def test_unknown_key_in_params_is_named(tmp_path):
     params = profile_dict()
-    params["train"]["lerning_rate"] = 0.1
+    params["train"]["stesp"] = 10
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     res = run_stage(tmp_path, "prepare", "--out", "out")
     assert res.returncode == 2
-    assert "train.lerning_rate" in res.stderr and "did you mean" in res.stderr
+    assert "train.stesp" in res.stderr and "did you mean 'steps'" in res.stderr
     assert not (tmp_path / "out").exists()
 
 
