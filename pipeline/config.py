@@ -46,7 +46,7 @@ class PrepareConfig:
     images: tuple[str, ...] = ()
     folders: tuple[str, ...] = ()
     color: bool = False
-    max_side: int = 256  # longer side after downscaling (0 keeps the original size)
+    max_side: int = 160  # longer side after downscaling (0 keeps the original size)
     split: SplitConfig = field(default_factory=SplitConfig)
     # Always put in the test split (never trained on): e.g. images that also sit in a benchmark.
     holdout: tuple[str, ...] = ()
@@ -149,6 +149,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """Optuna searches for the hand-set baselines, on the validation split."""
+
+    storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL
+    trials_global: int = 12  # one blind schedule for all noise levels
+    trials_per_noise: int = 6  # one non-blind schedule per noise level
+    trials_classical: int = 6  # per classical method (its one knob)
+    max_samples: int = 4  # validation samples per search (a seeded subset)
+    max_iterations: int = 30  # upper bound of the searched K
+
+    def __post_init__(self) -> None:
+        for key in ("trials_global", "trials_per_noise", "trials_classical"):
+            _check(getattr(self, key) >= 1, f"tune.{key}", "must be >= 1")
+        _check(self.max_samples >= 1, "tune.max_samples", "must be >= 1")
+        _check(self.max_iterations >= 4, "tune.max_iterations", "must be >= 4")
+        _check("://" in self.storage, "tune.storage", "must be a database URL such as sqlite:///optuna.db")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     ircnn_iters: int = 30
     dpir_iters: int = 8
@@ -164,7 +183,7 @@ class EvaluateConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     title: str = "hyperguide: learned hyper-guidance for deblurring"
-    visual_methods: tuple[str, ...] = ("ircnn_estimated", "dpir_estimated", "learned")
+    visual_methods: tuple[str, ...] = ("ircnn_estimated", "optuna_per_noise", "learned")
 
 
 @dataclass(frozen=True)
@@ -174,6 +193,7 @@ class Params:
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 

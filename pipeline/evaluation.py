@@ -13,6 +13,7 @@ import torch
 
 from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
 from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
+from pipeline.baselines.tuning import CLASSICAL, tuned_schedule
 from pipeline.data import chw_to_hwc
 from pipeline.device import autocast
 from pipeline.metrics import kernel_crop, psnr, ssim
@@ -20,7 +21,17 @@ from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
 
 PNP_METHODS = ("ircnn_blind", "ircnn_true", "ircnn_estimated", "dpir_blind", "dpir_true", "dpir_estimated")
+TUNED_METHODS = ("optuna_global", "optuna_per_noise")
+CLASSICAL_METHODS = ("wiener", "richardson_lucy", "tv")
 METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
+ALL_METHODS = (*METHODS, *TUNED_METHODS, *CLASSICAL_METHODS)
+
+
+def per_noise_params(tuned: dict, level: float) -> dict:
+    """The schedule tuned for the noise level (percent) nearest to ``level``."""
+    table = tuned["per_noise"]
+    nearest = min(table, key=lambda k: abs(float(k) - level))
+    return table[nearest]
 
 
 @dataclass
@@ -37,7 +48,7 @@ class Restoration:
 @torch.no_grad()
 def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: UnfoldedHQS, denoiser: torch.nn.Module,
             device: torch.device, nominal_sigma: float, ircnn_iters: int = 30, dpir_iters: int = 8,
-            methods: tuple[str, ...] = METHODS) -> Restoration:
+            methods: tuple[str, ...] = METHODS, tuned: dict | None = None) -> Restoration:
     """Restore one observation with every method in ``methods``.
 
     Args:
@@ -46,6 +57,8 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
         sigma_map: ``(1, H, W)`` the true noise map (for ``*_true`` and ``true_sigma_map`` only).
         model: the trained unfolded model; ``denoiser`` the pre-trained one for plug-and-play.
         nominal_sigma: what the blind baselines are told ([0, 1] units).
+        tuned: the ``tune`` stage's winners (needed for the Optuna and classical methods);
+            ``optuna_per_noise`` is told the true level, so it picks that level's schedule.
     """
     yt = torch.from_numpy(y)[None].to(device)
     physics = BlurPhysics(yt, torch.from_numpy(kernel))
@@ -78,6 +91,20 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
                 out["true_sigma_map"] = out["ircnn_true"]  # a constant map is exactly the scalar rule
             else:
                 out["true_sigma_map"] = run_map_schedule(physics, denoiser, smap, ircnn_iters).x[0].float().cpu().numpy()
+        for name in TUNED_METHODS:
+            if name in methods:
+                if tuned is None:
+                    raise ValueError(f"method {name} needs the tuned schedules (the tune stage's output)")
+                p = tuned["global"] if name == "optuna_global" else per_noise_params(tuned, true_level * 100)
+                schedule = tuned_schedule(p["lam"], p["s_start"], p["s_end"], int(p["iterations"]))
+                out[name] = run_schedule(physics, denoiser, schedule).x[0].float().cpu().numpy()
+    for name in CLASSICAL_METHODS:
+        if name in methods:
+            if tuned is None:
+                raise ValueError(f"method {name} needs the tuned knobs (the tune stage's output)")
+            fn, knob, _, integer = CLASSICAL[name]
+            value = tuned["classical"][name][knob]
+            out[name] = fn(y, kernel, **{knob: int(value) if integer else float(value)})
     return Restoration(out, guidance, noise_estimate, est, rhos)
 
 

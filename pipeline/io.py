@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import imageio.v3 as iio
 import numpy as np
+import yaml
 import png
 import scipy.io
 from skimage.color import rgb2gray
@@ -311,6 +312,17 @@ def read_json(path: PathLike) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON in {p}: {exc}") from exc
+
+
+def read_yaml(path: PathLike) -> Any:
+    """A YAML file's content; InputError naming the path if it is missing or not valid YAML."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML: {exc}") from exc
 
 
 def write_csv(path: PathLike, rows: list[dict[str, Any]]) -> None:

@@ -2,8 +2,8 @@
 
     python -m stages.degrade --params params.yaml --prepared data/prepared --out data/degraded
 
-Test: every test image x ``kernels.per_image`` kernels x every ``noise.test_levels`` level.
-Validation: every val image x ``kernels.per_image`` kernels, a level drawn from ``noise.range``.
+Test and validation: every image of the split x ``kernels.per_image`` kernels x every
+``noise.test_levels`` level (validation at the same levels, so baselines can be tuned per level).
 Training patches are degraded on the fly by the same code (``pipeline.synthesis``).
 Writes ``samples/<id>.npz`` (``y``, ``sigma``, ``kernel``; exact float32), ``images/<id>.png``
 (a clipped 8-bit preview), ``kernels/<kernel_id>.png`` and ``samples.csv``.
@@ -52,10 +52,8 @@ def main() -> None:
         file_kernels = io.read_kernels(cfg.kernels.file) if cfg.kernels.source == "file" else []
         jobs = []
         for row in manifest:
-            if row["split"] == "test":
-                jobs += [(row, "test", level) for level in cfg.noise.test_levels]
-            elif row["split"] == "val":
-                jobs.append((row, "val", None))
+            if row["split"] in ("test", "val"):
+                jobs += [(row, row["split"], level) for level in cfg.noise.test_levels]
         records = []
         with io.atomic_dir(args.out) as out:
             for row, split, level in tqdm(jobs, desc="degrade", disable=args.quiet):
@@ -63,7 +61,7 @@ def main() -> None:
                 for kernel_id, kernel in kernels_for(row["name"], split, cfg, seed, file_kernels):
                     s_seed = derive_seed(seed, "sample", split, row["name"], kernel_id, level)
                     rng = np.random.default_rng(s_seed)
-                    lvl = level / 100.0 if level is not None else float(rng.uniform(*cfg.noise.range)) / 100.0
+                    lvl = level / 100.0
                     try:
                         sample = degrade(x, kernel, lvl, cfg.noise.mode, cfg.noise.spread, rng)
                     except ValueError as exc:

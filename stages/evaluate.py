@@ -22,7 +22,7 @@ from pipeline import io
 from pipeline.checkpoint import load_model
 from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device, set_threads
-from pipeline.evaluation import METHODS, aggregate, restore, score
+from pipeline.evaluation import ALL_METHODS, aggregate, restore, score
 from stages.common import log, load_params, parser, run_main
 from stages.tracking import stage_run
 
@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--prepared", default="data/prepared")
     p.add_argument("--degraded", default="data/degraded")
     p.add_argument("--models", default="models")
+    p.add_argument("--tuned", default="tuned.yaml", help="the tune stage's winners")
     p.add_argument("--out", default="results")
     args = p.parse_args()
     params = load_params(args.params)
@@ -54,6 +55,7 @@ def main() -> None:
     if not tests:
         raise io.InputError(f"{degraded / 'samples.csv'}: no test samples")
     visual_ids = pick_visuals(tests, cfg.n_visuals)
+    tuned = io.read_yaml(args.tuned)
 
     with stage_run("evaluate", params, {"device": str(device)}) as tracker:
         rows, stage_rows, guidance_err = [], [], []
@@ -62,7 +64,7 @@ def main() -> None:
                 s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
                 x = hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=s["y"].shape[0] == 1))
                 res = restore(s["y"], s["kernel"], s["sigma"], model, denoiser, device, cfg.nominal_sigma / 100.0,
-                              cfg.ircnn_iters, cfg.dpir_iters, METHODS)
+                              cfg.ircnn_iters, cfg.dpir_iters, ALL_METHODS, tuned)
                 scores = score(res.outputs, x, s["kernel"].shape)
                 for m, sc in scores.items():
                     rows.append({"sample_id": r["sample_id"], "image": r["image"], "kernel_id": r["kernel_id"],
@@ -80,7 +82,7 @@ def main() -> None:
                                 **{f"method__{m}": o for m, o in res.outputs.items()},
                                 **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)})
             levels = sorted({float(r["noise_level"]) for r in tests})
-            metrics = aggregate(rows, levels, list(METHODS))
+            metrics = aggregate(rows, levels, list(ALL_METHODS))
             metrics["guidance_mae_255"] = float(np.mean([g["mae_255"] for g in guidance_err]))
             metrics["estimated_sigma_mae_255"] = float(np.mean(
                 [abs(g["estimated_sigma_255"] - g["noise_level"] * 2.55) for g in guidance_err]))
@@ -90,7 +92,7 @@ def main() -> None:
             io.write_csv(out / "stages.csv", stage_rows)
             io.write_csv(out / "psnr_by_noise.csv", [
                 {"noise_level": lvl, "method": m, "psnr": metrics["methods"][m]["psnr"].get(f"{lvl:g}")}
-                for lvl in levels for m in METHODS])
+                for lvl in levels for m in ALL_METHODS])
         flat = {f"{m}/psnr_mean": v["psnr_mean"] for m, v in metrics["methods"].items()}
         flat.update({f"{m}/ssim_mean": v["ssim_mean"] for m, v in metrics["methods"].items()})
         flat["guidance_mae_255"] = metrics["guidance_mae_255"]

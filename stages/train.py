@@ -21,7 +21,8 @@ from pipeline import io
 from pipeline.bilevel.trainer import Trainer, ValSample
 from pipeline.checkpoint import save_model
 from pipeline.config import to_dict
-from pipeline.data import NoiseSpec, PatchSampler, hwc_to_chw
+from pipeline.data import hwc_to_chw
+from pipeline.patches import NoiseSpec, PatchSampler
 from pipeline.device import pick_device, set_threads
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for

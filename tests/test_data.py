@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data import SKIMAGE_DEFAULT, NoiseSpec, PatchSampler, assign_splits, limit_size, load_skimage, to_channels
+from pipeline.data import SKIMAGE_DEFAULT, assign_splits, limit_size, load_skimage, to_channels
+from pipeline.patches import NoiseSpec, PatchSampler
 from pipeline.generators.kernels import sample_kernel
 from pipeline.physics.blur import BlurPhysics
 

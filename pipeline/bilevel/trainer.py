@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.bilevel.strategies import GRAD_CLIP, make_strategy, set_lr_scale
 from pipeline.config import TrainConfig
-from pipeline.data import PatchSampler
+from pipeline.patches import PatchSampler
 from pipeline.device import autocast
 from pipeline.generators import noise_maps
 from pipeline.io import atomic_path

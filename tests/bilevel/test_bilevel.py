@@ -8,7 +8,7 @@ import torch
 from pipeline.bilevel.strategies import guidance_loss, make_strategy, reconstruction_loss
 from pipeline.bilevel.trainer import Trainer, TrainingDiverged
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.data import NoiseSpec, PatchSampler
+from pipeline.patches import NoiseSpec, PatchSampler
 from pipeline.generators.kernels import sample_kernel
 from pipeline.models.factory import build_model
 from pipeline.physics.blur import BlurPhysics

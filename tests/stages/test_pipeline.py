@@ -9,9 +9,9 @@ import time
 import pytest
 
 from conftest import project_env
-from pipeline.evaluation import METHODS
+from pipeline.evaluation import ALL_METHODS
 
-STAGES = {"prepare", "degrade", "train", "evaluate", "report"}
+STAGES = {"prepare", "degrade", "train", "tune", "evaluate", "report"}
 
 
 def dvc(root, *args, timeout=600):
@@ -28,7 +28,7 @@ def test_dvc_repro_test_profile_then_noop_and_mlflow_runs(project_copy):
     print(f"test-profile chain: {chain_seconds:.1f} s")
 
     metrics = json.loads((project_copy / "results" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == set(METHODS)
+    assert set(metrics["methods"]) == set(ALL_METHODS)
     for name, entry in metrics["methods"].items():
         assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
         assert set(entry["psnr"]) == {"1", "5"}, name
