@@ -136,11 +136,12 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 20
     max_nonfinite: int = 3  # consecutive non-finite losses tolerated (skipped) before stopping
+    val_samples: int = 4  # validation samples for the training curve (an evenly spread subset)
 
     def __post_init__(self) -> None:
         for key in ("pretrain_steps", "steps"):
             _check(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
-        for key in ("batch_size", "checkpoint_every", "log_every", "train_kernels", "max_nonfinite"):
+        for key in ("batch_size", "checkpoint_every", "log_every", "train_kernels", "max_nonfinite", "val_samples"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1")
         _check(self.patch_size >= 32, "train.patch_size", "must be >= 32")
         _check(self.lr > 0 and self.lr_inner > 0, "train.lr", "learning rates must be > 0")

@@ -28,9 +28,16 @@ def completed(study: optuna.Study) -> int:
 
 
 def run_study(name: str, storage: str, seed: int, budget: int,
-              objective: Callable[[optuna.Trial], float]) -> optuna.Study:
-    """Run ``objective`` until the study holds ``budget`` complete trials (never more)."""
+              objective: Callable[[optuna.Trial], float], initial: list[dict] | None = None) -> optuna.Study:
+    """Run ``objective`` until the study holds ``budget`` complete trials (never more).
+
+    ``initial``: parameter sets tried first in a new study (e.g. the hand-set rules, so the
+    search starts from them and its best is never below them); they count in the budget.
+    """
     study = open_study(name, storage, seed)
+    if not study.trials:
+        for params in (initial or [])[:budget]:
+            study.enqueue_trial(params)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
     done = completed(study)

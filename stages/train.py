@@ -57,9 +57,10 @@ def main() -> None:
     if not images:
         raise io.InputError(f"{prepared / 'manifest.csv'}: no image in the train split")
     val = []
-    for r in io.read_csv(degraded / "samples.csv"):
-        if r["split"] != "val":
-            continue
+    val_rows = [r for r in io.read_csv(degraded / "samples.csv") if r["split"] == "val"]
+    # an evenly spread subset keeps the training curve cheap (tune and evaluate use all of them)
+    step = max(1, -(-len(val_rows) // cfg.val_samples))
+    for r in val_rows[::step]:
         s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
         x = hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=gray))
         val.append(ValSample(torch.from_numpy(s["y"])[None], torch.from_numpy(x)[None],
@@ -73,7 +74,9 @@ def main() -> None:
     noise = NoiseSpec(*params.degrade.noise.range, params.degrade.noise.mode, params.degrade.noise.spread)
     sampler = PatchSampler(images, kernels, noise, cfg.patch_size, params.degrade.kernels.max_size, rng)
     model = build_model(params.model, channels)
-    key_src = json.dumps({k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
+    # The data is part of the key too: a checkpoint trained on other images never resumes here.
+    key_src = json.dumps({**{k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
+                          "data": [io.sha256_file(prepared / "manifest.csv"), io.sha256_file(degraded / "samples.csv")]},
                          sort_keys=True)
     config_key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
 

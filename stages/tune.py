@@ -27,7 +27,7 @@ from pipeline.config import TuneConfig
 from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import level_key
-from pipeline.generators.seeds import rng_for
+from pipeline.generators.seeds import derive_seed, rng_for
 from stages.common import log, load_params, parser, run_main
 from stages.optuna_adapter import run_study
 from stages.tracking import stage_run
@@ -61,6 +61,14 @@ def schedule_objective(samples, denoiser, device, cfg: TuneConfig):
     return objective
 
 
+def rule_schedules(level_percent: float, cfg: TuneConfig) -> list[dict]:
+    """The IRCNN and DPIR rules at a noise level, written in the searched family: the searches
+    start from them, so a tuned schedule is never worse than the rules on the tuning samples."""
+    sigma = level_percent / 100.0
+    return [{"lam": sigma**2 / 3, "s_start": 49 / 255, "s_end": sigma, "iterations": min(30, cfg.max_iterations)},
+            {"lam": 0.23 * sigma**2, "s_start": 49 / 255, "s_end": sigma, "iterations": 8}]
+
+
 def classical_objective(method: str, samples):
     _, knob, (lo, hi), integer = CLASSICAL[method]
 
@@ -92,12 +100,17 @@ def main() -> None:
 
     with stage_run("tune", params, {"device": str(device), "optuna_storage": cfg.storage}) as tracker:
         tuned: dict = {"storage": cfg.storage, "global": {}, "per_noise": {}, "classical": {}}
-        jobs = [("global", subset(samples, cfg.max_samples, seed, "global"), cfg.trials_global)]
-        for level in sorted({s.noise_level for s in samples}):
+        levels = sorted({s.noise_level for s in samples})
+        # blind: start from the rules at the middle of the range of levels
+        jobs = [("global", subset(samples, cfg.max_samples, seed, "global"), cfg.trials_global,
+                 rule_schedules(float(np.median(levels)), cfg))]
+        for level in levels:
             group = [s for s in samples if s.noise_level == level]
-            jobs.append((f"noise-{level_key(level)}", subset(group, cfg.max_samples, seed, level), cfg.trials_per_noise))
-        for name, group, budget in jobs:
-            study = run_study(f"{prefix}-{name}", cfg.storage, seed, budget, schedule_objective(group, denoiser, device, cfg))
+            jobs.append((f"noise-{level_key(level)}", subset(group, cfg.max_samples, seed, level), cfg.trials_per_noise,
+                         rule_schedules(level, cfg)))
+        for name, group, budget, initial in jobs:
+            study = run_study(f"{prefix}-{name}", cfg.storage, derive_seed(seed, name) % 2**31, budget,
+                              schedule_objective(group, denoiser, device, cfg), initial)
             best = {**study.best_params, "val_psnr": round(study.best_value, 4), "trials": budget, "study": study.study_name}
             if name == "global":
                 tuned["global"] = best
@@ -107,7 +120,7 @@ def main() -> None:
             log.info("%s: best %.2f dB with %s", name, study.best_value, study.best_params)
         classical_samples = subset(samples, cfg.max_samples, seed, "classical")
         for method in CLASSICAL:
-            study = run_study(f"{prefix}-{method}", cfg.storage, seed, cfg.trials_classical,
+            study = run_study(f"{prefix}-{method}", cfg.storage, derive_seed(seed, method) % 2**31, cfg.trials_classical,
                               classical_objective(method, classical_samples))
             tuned["classical"][method] = {**study.best_params, "val_psnr": round(study.best_value, 4), "study": study.study_name}
             tracker.log_metrics({f"{method}/best_val_psnr": study.best_value})

@@ -42,3 +42,12 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_not_counted(tmp_path):
     study = run_study("t", storage, seed=0, budget=2, objective=lambda t: t.suggest_float("x", 0, 1))
     states = [t.state for t in study.get_trials()]
     assert states.count(optuna.trial.TrialState.FAIL) == 1 and states.count(optuna.trial.TrialState.COMPLETE) == 2
+
+
+def test_initial_parameters_are_tried_first_and_count_in_the_budget(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = run_study("u", storage, seed=0, budget=3, objective=lambda t: -abs(t.suggest_float("x", 0, 1) - 0.3),
+                      initial=[{"x": 0.3}, {"x": 0.9}])
+    trials = study.get_trials()
+    assert len(trials) == 3 and [t.params["x"] for t in trials[:2]] == [0.3, 0.9]
+    assert study.best_params == {"x": 0.3}

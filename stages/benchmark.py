@@ -1,0 +1,177 @@
+"""The benchmark command: every method on any folder of images and any kernel file.
+
+    python -m stages.benchmark --images DIR --kernels FILE --noise 1,3,5,7 --out DIR
+        [--limit N] [--gray] [--methods a,b,...] [--model PATH] [--tuned PATH]
+        [--oracle-trials N] [--seed S] [--no-mismatch]
+
+Noise is drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N
+images in sorted order. It uses the model and the tuned schedules that ``dvc repro`` produced
+(``models/model.pt``, ``tuned.yaml``) unless told otherwise. ``oracle_per_image`` searches the
+schedule per degraded image against its ground truth (Optuna, in memory, seeded, its first
+trials the tuned global and per-level schedules, so it is never below them): an upper bound
+for any fixed-form schedule. Writes ``metrics.json``, ``per_image.csv``, ``table.md`` and the
+mismatch table (true noise 3 %, the non-blind methods told 1-5 %): ``mismatch.json``/``.md``.
+Colour images are evaluated on their grey conversion when the model is grey.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from tqdm import tqdm
+
+from pipeline import io
+from pipeline.baselines.pnp import run_schedule
+from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
+from pipeline.baselines.tuning import LAM_RANGE, S_END_RANGE, S_START_RANGE, TuningSample, schedule_psnr, tuned_schedule
+from pipeline.checkpoint import load_model
+from pipeline.data import chw_to_hwc, hwc_to_chw
+from pipeline.device import pick_device
+from pipeline.evaluation import ALL_METHODS, aggregate, level_key, per_noise_params, restore, score
+from pipeline.generators.kernels import KernelSample
+from pipeline.generators.seeds import derive_seed
+from pipeline.metrics import kernel_crop, psnr
+from pipeline.physics.blur import BlurPhysics
+from pipeline.synthesis import degrade
+from stages.common import log, run_main, setup_logging  # noqa: F401
+
+BENCH_METHODS = (*ALL_METHODS, "oracle_per_image")
+MISMATCH_TOLD = (1, 2, 3, 4, 5)
+MISMATCH_METHODS = ("ircnn_true", "dpir_true", "optuna_per_noise", "learned")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", required=True, help="folder of clean images (PNG/JPEG/TIFF/BMP)")
+    p.add_argument("--kernels", required=True, help="kernel file: .mat (v5/v7.3, 'kernels'), .npy, .npz, image or folder")
+    p.add_argument("--noise", default="1,3,5,7", help="noise levels, percent of the range, comma-separated")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", type=int, default=0, help="first N images in sorted order (0: all)")
+    p.add_argument("--gray", action="store_true", help="evaluate on the grey conversion")
+    p.add_argument("--methods", default="", help=f"subset of: {','.join(BENCH_METHODS)}")
+    p.add_argument("--model", default="models/model.pt", help="trained model (checkpoint path)")
+    p.add_argument("--tuned", default="tuned.yaml", help="the tune stage's winners")
+    p.add_argument("--oracle-trials", type=int, default=16, help="Optuna trials per image for oracle_per_image")
+    p.add_argument("--ircnn-iters", type=int, default=30)
+    p.add_argument("--dpir-iters", type=int, default=8)
+    p.add_argument("--nominal-sigma", type=float, default=1.0, help="percent: what the blind baselines are told")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-mismatch", action="store_true", help="skip the mismatch table")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def oracle_schedule(sample: TuningSample, denoiser, device, tuned: dict, trials: int, seed: int) -> np.ndarray:
+    """The best schedule for this image against its own ground truth; returns its restoration."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    keys = ("lam", "s_start", "s_end", "iterations")
+    study.enqueue_trial({k: tuned["global"][k] for k in keys})
+    study.enqueue_trial({k: per_noise_params(tuned, sample.noise_level)[k] for k in keys})
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {"lam": trial.suggest_float("lam", *LAM_RANGE, log=True),
+                  "s_start": trial.suggest_float("s_start", *S_START_RANGE, log=True),
+                  "s_end": trial.suggest_float("s_end", *S_END_RANGE, log=True),
+                  "iterations": trial.suggest_int("iterations", 4, 40)}
+        return schedule_psnr(params, [sample], denoiser, device)[0]
+
+    study.optimize(objective, n_trials=max(trials, 2))
+    b = study.best_params
+    physics = BlurPhysics(torch.from_numpy(sample.y)[None].to(device), torch.from_numpy(sample.kernel))
+    return run_schedule(physics, denoiser, tuned_schedule(b["lam"], b["s_start"], b["s_end"], b["iterations"])).x[0].cpu().numpy()
+
+
+def told_outputs(y, kernel, told: float, model, denoiser, device, tuned, args) -> dict[str, np.ndarray]:
+    """The non-blind methods told the noise level ``told`` (percent), for the mismatch table."""
+    physics = BlurPhysics(torch.from_numpy(y)[None].to(device), torch.from_numpy(kernel))
+    sigma = told / 100.0
+    schedules = {"ircnn_true": ircnn_schedule(sigma, args.ircnn_iters), "dpir_true": dpir_schedule(sigma, args.dpir_iters)}
+    if tuned is not None:
+        p = per_noise_params(tuned, told)
+        schedules["optuna_per_noise"] = tuned_schedule(p["lam"], p["s_start"], p["s_end"], int(p["iterations"]))
+    with torch.no_grad():
+        out = {m: run_schedule(physics, denoiser, s).x[0].cpu().numpy() for m, s in schedules.items()}
+        out["learned"] = model(physics).x[0].cpu().numpy()  # blind: it is told nothing
+    return out
+
+
+def markdown_table(metrics: dict, methods: list[str]) -> str:
+    levels = [level_key(l) for l in metrics["noise_levels"]]
+    lines = ["| noise (%) | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for lvl in levels:
+        cells = [f"{metrics['methods'][m]['psnr'].get(lvl, float('nan')):.2f} / {metrics['methods'][m]['ssim'].get(lvl, float('nan')):.3f}"
+                 for m in methods]
+        lines.append(f"| {lvl} | " + " | ".join(cells) + " |")
+    lines.append("| mean | " + " | ".join(f"{metrics['methods'][m]['psnr_mean']:.2f} / {metrics['methods'][m]['ssim_mean']:.3f}"
+                                           for m in methods) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    levels = [float(v) for v in args.noise.split(",") if v.strip()]
+    methods = [m for m in args.methods.split(",") if m] or list(BENCH_METHODS)
+    unknown = [m for m in methods if m not in BENCH_METHODS]
+    if unknown:
+        raise io.InputError(f"--methods: unknown {unknown}; known: {', '.join(BENCH_METHODS)}")
+    images = io.list_images(args.images)
+    images = images[: args.limit] if args.limit > 0 else images
+    kernels = io.read_kernels(args.kernels)
+    device = pick_device(args.device)
+    model, denoiser, state = load_model(args.model, task="deblur", device=device)
+    needs_tuned = any(m in methods for m in ("optuna_global", "optuna_per_noise", "oracle_per_image",
+                                              "wiener", "richardson_lucy", "tv"))
+    tuned = io.read_yaml(args.tuned) if needs_tuned else None
+    gray = args.gray or int(state["channels"]) == 1
+    restore_methods = tuple(m for m in methods if m != "oracle_per_image")
+    rows, mismatch_rows = [], []
+    jobs = [(img, kid, k, lvl) for img in images for kid, k in kernels for lvl in levels]
+    with io.atomic_dir(args.out) as out:
+        for img_path, kid, kernel, level in tqdm(jobs, desc="benchmark", disable=args.quiet):
+            x = hwc_to_chw(io.read_image(img_path, gray=gray))
+            if kernel.shape[0] > x.shape[1] or kernel.shape[1] > x.shape[2]:
+                raise io.InputError(f"{img_path}: image {x.shape[1]}x{x.shape[2]} is smaller than kernel {kid} "
+                                    f"({kernel.shape[0]}x{kernel.shape[1]})")
+            rng = np.random.default_rng(derive_seed(args.seed, "benchmark", img_path.name, kid, level))
+            sample = degrade(x, KernelSample(kernel, "file", {}), level / 100.0, "constant", 0.0, rng)
+            res = restore(sample.y, kernel, sample.sigma_map, model, denoiser, device, args.nominal_sigma / 100.0,
+                          args.ircnn_iters, args.dpir_iters, restore_methods, tuned)
+            outputs = dict(res.outputs)
+            if "oracle_per_image" in methods:
+                ts = TuningSample(sample.y, x, kernel, level, f"{img_path.stem}-{kid}-{level:g}")
+                outputs["oracle_per_image"] = oracle_schedule(ts, denoiser, device, tuned, args.oracle_trials,
+                                                              derive_seed(args.seed, "oracle", ts.sample_id) % 2**31)
+            for m, sc in score(outputs, x, kernel.shape).items():
+                rows.append({"image": img_path.stem, "kernel_id": kid, "noise_level": level, "method": m, **sc})
+            if not args.no_mismatch and abs(level - 3.0) < 1e-9:
+                for told in MISMATCH_TOLD:
+                    told_out = told_outputs(sample.y, kernel, told, model, denoiser, device, tuned, args)
+                    crop = kernel_crop(kernel.shape)
+                    for m, o in told_out.items():
+                        if m in methods:
+                            mismatch_rows.append({"image": img_path.stem, "kernel_id": kid, "told": told, "method": m,
+                                                  "psnr": psnr(chw_to_hwc(o), chw_to_hwc(x), crop)})
+        metrics = aggregate(rows, levels, methods)
+        io.write_json(out / "metrics.json", metrics)
+        io.write_csv(out / "per_image.csv", rows)
+        io.write_text(out / "table.md", f"Mean PSNR (dB) / SSIM over {metrics['n_images']} images x "
+                      f"{metrics['n_kernels']} kernels\n\n" + markdown_table(metrics, methods))
+        if mismatch_rows:
+            present = [m for m in MISMATCH_METHODS if any(r["method"] == m for r in mismatch_rows)]
+            table = {m: {str(t): float(np.mean([r["psnr"] for r in mismatch_rows if r["method"] == m and r["told"] == t]))
+                         for t in MISMATCH_TOLD} for m in present}
+            io.write_json(out / "mismatch.json", {"true_noise": 3, "told": list(MISMATCH_TOLD), "psnr": table})
+            md = ["| told (%) | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
+            md += [f"| {t} | " + " | ".join(f"{table[m][str(t)]:.2f}" for m in present) + " |" for t in MISMATCH_TOLD]
+            io.write_text(out / "mismatch.md", "True noise 3 %; mean PSNR (dB) when told another level\n\n" + "\n".join(md) + "\n")
+    log.info("benchmark: %d images x %d kernels x %s %%; mean PSNR %s", metrics["n_images"], metrics["n_kernels"], levels,
+             {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,86 @@
+"""The benchmark command on a tiny folder: the JSON shape, every method, the oracle bound, bad input."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, project_env
+from pipeline.checkpoint import save_model
+from pipeline.config import ModelConfig
+from pipeline.io import write_image
+from pipeline.models.factory import build_model
+from stages.benchmark import BENCH_METHODS, main
+
+TUNED = {"global": {"lam": 1e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 5},
+         "per_noise": {"1": {"lam": 3e-5, "s_start": 0.19, "s_end": 0.01, "iterations": 5},
+                       "3": {"lam": 3e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 5}},
+         "classical": {"wiener": {"balance": 0.05}, "richardson_lucy": {"num_iter": 10}, "tv": {"lam": 2e-3}}}
+
+
+@pytest.fixture
+def bench_inputs(tmp_path):
+    images = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    from pipeline.data import limit_size, load_skimage, to_channels
+    for name in ("camera", "coins"):
+        write_image(images / f"{name}.png", limit_size(to_channels(load_skimage(name), gray=True), 48))
+    k1 = np.outer(np.hanning(7), np.hanning(7))
+    k2 = rng.random((5, 5))
+    np.save(tmp_path / "kernels.npy", np.stack([k1 / k1.sum(), np.pad(k2 / k2.sum(), 1)]))
+    cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
+    model = build_model(cfg, 1)
+    save_model(tmp_path / "model.pt", model, cfg, 1, "deblur", model.denoiser.state_dict())
+    (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(TUNED))
+    return tmp_path
+
+
+def test_benchmark_writes_every_method_and_the_oracle_bounds_the_global_schedule(bench_inputs):
+    d = bench_inputs
+    main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "1,3", "--out", str(d / "out"),
+          "--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--oracle-trials", "3",
+          "--ircnn-iters", "4", "--dpir-iters", "2", "--quiet"])
+    metrics = json.loads((d / "out" / "metrics.json").read_text())
+    assert metrics["noise_levels"] == [1, 3] and metrics["n_images"] == 2 and metrics["n_kernels"] == 2
+    assert set(metrics["methods"]) == set(BENCH_METHODS)
+    for name, m in metrics["methods"].items():
+        assert set(m) == {"psnr", "ssim", "psnr_mean", "ssim_mean"}, name
+        assert set(m["psnr"]) == {"1", "3"} and all(math.isfinite(v) for v in m["psnr"].values()), name
+    import csv
+    rows = list(csv.DictReader(open(d / "out" / "per_image.csv")))
+    by = {(r["image"], r["kernel_id"], r["noise_level"], r["method"]): float(r["psnr"]) for r in rows}
+    for (img, kid, lvl, method), value in by.items():
+        if method == "oracle_per_image":
+            assert value >= by[(img, kid, lvl, "optuna_global")] - 1e-9
+    mismatch = json.loads((d / "out" / "mismatch.json").read_text())
+    assert mismatch["told"] == [1, 2, 3, 4, 5] and "learned" in mismatch["psnr"]
+    assert len(set(mismatch["psnr"]["learned"].values())) == 1  # blind: told nothing, so flat
+    assert (d / "out" / "table.md").read_text().count("|") > 10
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "stages.benchmark", "--quiet", *args], cwd=cwd,
+                          env=project_env(ROOT), capture_output=True, text=True, timeout=300)
+
+
+def test_bad_inputs_are_refused_with_a_clear_message(bench_inputs, tmp_path):
+    d = bench_inputs
+    common = ["--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--out", str(tmp_path / "o")]
+    from scipy.io import savemat
+    savemat(tmp_path / "nok.mat", {"filters": np.ones((3, 3))})
+    res = _cli("--images", str(d / "images"), "--kernels", str(tmp_path / "nok.mat"), *common, cwd=tmp_path)
+    assert res.returncode == 2 and "kernels" in res.stderr and "nok.mat" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = _cli("--images", str(tmp_path / "empty"), "--kernels", str(d / "kernels.npy"), *common, cwd=tmp_path)
+    assert res.returncode == 2 and "no images" in res.stderr
+    big = np.ones((61, 61)) / 61**2
+    np.save(tmp_path / "big.npy", big)
+    res = _cli("--images", str(d / "images"), "--kernels", str(tmp_path / "big.npy"), "--methods", "input,learned",
+               *common, cwd=tmp_path)
+    assert res.returncode == 2 and "smaller than kernel" in res.stderr
+    assert not (tmp_path / "o").exists()
