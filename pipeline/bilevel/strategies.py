@@ -41,11 +41,11 @@ class Strategy(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def _finite(*losses: torch.Tensor) -> bool:
-    return all(math.isfinite(v.item()) for v in losses)
-
-
-def _apply(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One clipped step of ``opt`` on ``loss``; skipped when the loss is not finite (the trainer
+    counts those and stops after ``train.max_nonfinite`` in a row)."""
+    if not math.isfinite(loss.item()):
+        return
     opt.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -70,11 +70,10 @@ class Alternating:
 
     def step(self, batch: dict) -> dict[str, float]:
         g = guidance_loss(self.model, batch)
-        if _finite(g) and self.model.guidance_mode == "learned":
-            _apply(self.inner, self.weight * g)
+        if self.model.guidance_mode == "learned":
+            apply_step(self.inner, self.weight * g)
         f = reconstruction_loss(self.model, batch)
-        if _finite(f):
-            _apply(self.outer, f)
+        apply_step(self.outer, f)
         return {"loss": f.item(), "guidance_loss": g.item()}
 
     def state_dict(self) -> dict:
@@ -98,8 +97,7 @@ class Joint:
     def step(self, batch: dict) -> dict[str, float]:
         f = reconstruction_loss(self.model, batch)
         g = guidance_loss(self.model, batch)
-        if _finite(f, g):
-            _apply(self.opt, f + self.weight * g)
+        apply_step(self.opt, f + self.weight * g)
         return {"loss": f.item(), "guidance_loss": g.item()}
 
     def state_dict(self) -> dict:

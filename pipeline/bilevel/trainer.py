@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.bilevel.strategies import GRAD_CLIP, make_strategy, set_lr_scale
+from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale
 from pipeline.config import TrainConfig
 from pipeline.patches import PatchSampler
 from pipeline.device import autocast
@@ -65,16 +65,6 @@ def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_m
     sigma = torch.from_numpy(np.stack(maps))
     noise = torch.from_numpy(rng.standard_normal(clean.shape).astype(np.float32))
     return clean + sigma * noise, sigma
-
-
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
-    """A clipped optimiser step, skipped for a non-finite loss (the caller reports it)."""
-    if not math.isfinite(loss.item()):
-        return
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(list(params), GRAD_CLIP)
-    opt.step()
 
 
 class Trainer:
@@ -213,14 +203,14 @@ class Trainer:
         with autocast(self.device):
             out = self.model.denoiser(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
-        _step(self.pre_opt, loss, self.model.denoiser.parameters())
+        apply_step(self.pre_opt, loss)
         losses = {"loss": loss.item()}
         if self.model.guidance_mode == "learned":
             b = self.sampler.blur_batch(self.cfg.batch_size)
             with autocast(self.device):
                 estimate = self.model.proxy(b["y"].to(self.device))
             g = F.mse_loss(estimate.float(), b["sigma"].to(self.device))
-            _step(self.proxy_opt, self.cfg.guidance_weight * g, self.model.proxy.parameters())
+            apply_step(self.proxy_opt, self.cfg.guidance_weight * g)
             losses["guidance_loss"] = g.item()
         return losses
 
