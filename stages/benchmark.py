@@ -2,7 +2,8 @@
 
     python -m stages.benchmark --images DIR --kernels FILE --noise 1,3,5,7 --out DIR
         [--limit N] [--gray] [--methods a,b,...] [--model PATH] [--tuned PATH]
-        [--oracle-trials N] [--seed S] [--no-mismatch]
+        [--oracle-trials N] [--seed S] [--no-mismatch] [--noise-mode varying --spread S]
+        [--ablation-model PATH]
 
 Noise is drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N
 images in sorted order. It uses the model and the tuned schedules that ``dvc repro`` produced
@@ -12,6 +13,13 @@ trials the tuned global and per-level schedules, so it is never below them): an 
 for any fixed-form schedule. Writes ``metrics.json``, ``per_image.csv``, ``table.md`` and the
 mismatch table (true noise 3 %, the non-blind methods told 1-5 %): ``mismatch.json``/``.md``.
 Colour images are evaluated on their grey conversion when the model is grey.
+
+``--noise-mode varying`` draws a smooth noise-level map per sample whose mean is the level
+(``--spread`` its relative amplitude): no scalar level describes it, so the ``*_true`` rules
+and ``optuna_per_noise`` are told its mean, ``true_sigma_map`` gets the map itself.
+``--ablation-model`` is a model trained end to end without guidance (``model.guidance: none``);
+it runs as ``no_guidance``. When ``optuna_global``, ``oracle_per_image`` and ``learned`` all ran,
+``summary.json`` says how much of the gap between the first two the learned method closes.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from pipeline.physics.blur import BlurPhysics
 from pipeline.synthesis import degrade
 from stages.common import log, run_main
 
-BENCH_METHODS = (*ALL_METHODS, "oracle_per_image")
+BENCH_METHODS = (*ALL_METHODS, "oracle_per_image", "no_guidance")
 MISMATCH_TOLD = (1, 2, 3, 4, 5)
 MISMATCH_METHODS = ("ircnn_true", "dpir_true", "optuna_per_noise", "learned")
 
@@ -57,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nominal-sigma", type=float, default=1.0, help="percent: what the blind baselines are told")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-mismatch", action="store_true", help="skip the mismatch table")
+    p.add_argument("--noise-mode", default="constant", choices=("constant", "varying"),
+                   help="constant: one level per image; varying: a smooth map whose mean is the level")
+    p.add_argument("--spread", type=float, default=0.8, help="varying mode: relative amplitude of the map")
+    p.add_argument("--ablation-model", default="", help="model trained with guidance 'none': runs as no_guidance")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -95,6 +107,23 @@ def markdown_table(metrics: dict, methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gap_summary(metrics: dict) -> dict:
+    """How much of the ``optuna_global`` -> ``oracle_per_image`` gap (mean PSNR) ``learned`` closes,
+    overall and per noise level (1.0 = reaches the per-image oracle; above 1 = beyond it)."""
+    m = metrics["methods"]
+    if not all(k in m for k in ("learned", "optuna_global", "oracle_per_image")):
+        return {}
+
+    def closed(key: str, level: str | None) -> dict:
+        get = (lambda name: m[name][f"{key}_mean"]) if level is None else (lambda name: m[name][key][level])
+        lo, hi, ours = get("optuna_global"), get("oracle_per_image"), get("learned")
+        return {"optuna_global": lo, "oracle_per_image": hi, "learned": ours,
+                "gap_db": hi - lo, "gap_closed": (ours - lo) / (hi - lo) if hi - lo > 1e-9 else None}
+
+    return {"psnr": closed("psnr", None),
+            "per_noise": {lvl: closed("psnr", lvl) for lvl in m["learned"]["psnr"] if lvl in m["oracle_per_image"]["psnr"]}}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     levels = [float(v) for v in args.noise.split(",") if v.strip()]
@@ -107,11 +136,16 @@ def main(argv: list[str] | None = None) -> None:
     kernels = io.read_kernels(args.kernels)
     device = pick_device(args.device)
     model, denoiser, state = load_model(args.model, task="deblur", device=device)
+    if "no_guidance" in methods and not args.ablation_model and args.methods:
+        raise io.InputError("--methods no_guidance needs --ablation-model (a model trained with guidance 'none')")
+    if not args.ablation_model:
+        methods = [m for m in methods if m != "no_guidance"]
+    ablation = load_model(args.ablation_model, task="deblur", device=device)[0] if args.ablation_model else None
     needs_tuned = any(m in methods for m in ("optuna_global", "optuna_per_noise", "oracle_per_image",
                                               "wiener", "richardson_lucy", "tv"))
     tuned = io.read_yaml(args.tuned) if needs_tuned else None
     gray = args.gray or int(state["channels"]) == 1
-    restore_methods = tuple(m for m in methods if m != "oracle_per_image")
+    restore_methods = tuple(m for m in methods if m not in ("oracle_per_image", "no_guidance"))
     rows, mismatch_rows = [], []
     jobs = [(img, kid, k, lvl) for img in images for kid, k in kernels for lvl in levels]
     with io.atomic_dir(args.out) as out:
@@ -121,10 +155,13 @@ def main(argv: list[str] | None = None) -> None:
                 raise io.InputError(f"{img_path}: image {x.shape[1]}x{x.shape[2]} is smaller than kernel {kid} "
                                     f"({kernel.shape[0]}x{kernel.shape[1]})")
             rng = np.random.default_rng(derive_seed(args.seed, "benchmark", img_path.name, kid, level))
-            sample = degrade(x, KernelSample(kernel, "file", {}), level / 100.0, "constant", 0.0, rng)
+            sample = degrade(x, KernelSample(kernel, "file", {}), level / 100.0, args.noise_mode, args.spread, rng)
             res = restore(sample.y, kernel, sample.sigma_map, model, denoiser, device, args.nominal_sigma / 100.0,
                           args.ircnn_iters, args.dpir_iters, restore_methods, tuned)
             outputs = dict(res.outputs)
+            if ablation is not None:
+                outputs["no_guidance"] = restore(sample.y, kernel, sample.sigma_map, ablation, denoiser, device,
+                                                 args.nominal_sigma / 100.0, methods=("learned",)).outputs["learned"]
             if "oracle_per_image" in methods:
                 ts = TuningSample(sample.y, x, kernel, level, f"{img_path.stem}-{kid}-{level:g}")
                 outputs["oracle_per_image"] = oracle_schedule(ts, denoiser, device, tuned, args.oracle_trials,
@@ -148,8 +185,14 @@ def main(argv: list[str] | None = None) -> None:
         metrics = aggregate(rows, levels, methods)
         io.write_json(out / "metrics.json", metrics)
         io.write_csv(out / "per_image.csv", rows)
+        summary = gap_summary(metrics)
+        if summary:
+            io.write_json(out / "summary.json", summary)
         io.write_text(out / "table.md", f"Mean PSNR (dB) / SSIM over {metrics['n_images']} images x "
-                      f"{metrics['n_kernels']} kernels\n\n" + markdown_table(metrics, methods))
+                      f"{metrics['n_kernels']} kernels, noise {args.noise_mode}\n\n" + markdown_table(metrics, methods)
+                      + (f"\nlearned closes {100 * summary['psnr']['gap_closed']:.0f} % of the "
+                         f"optuna_global -> oracle_per_image gap ({summary['psnr']['gap_db']:.2f} dB)\n"
+                         if summary and summary["psnr"]["gap_closed"] is not None else ""))
         if mismatch_rows:
             present = [m for m in MISMATCH_METHODS if any(r["method"] == m for r in mismatch_rows)]
             table = {m: {str(t): float(np.mean([r["psnr"] for r in mismatch_rows if r["method"] == m and r["told"] == t]))

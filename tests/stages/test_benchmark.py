@@ -36,6 +36,8 @@ def bench_inputs(tmp_path):
     cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
     model = build_model(cfg, 1)
     save_model(tmp_path / "model.pt", model, cfg, 1, "deblur", model.denoiser.state_dict())
+    ablation_cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8, guidance="none")
+    save_model(tmp_path / "none.pt", build_model(ablation_cfg, 1), ablation_cfg, 1, "deblur", model.denoiser.state_dict())
     (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(TUNED))
     return tmp_path
 
@@ -44,7 +46,7 @@ def test_benchmark_writes_every_method_and_the_oracle_bounds_the_global_schedule
     d = bench_inputs
     main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "1,3", "--out", str(d / "out"),
           "--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--oracle-trials", "3",
-          "--ircnn-iters", "4", "--dpir-iters", "2", "--quiet"])
+          "--ircnn-iters", "4", "--dpir-iters", "2", "--quiet", "--ablation-model", str(d / "none.pt")])
     metrics = json.loads((d / "out" / "metrics.json").read_text())
     assert metrics["noise_levels"] == [1, 3] and metrics["n_images"] == 2 and metrics["n_kernels"] == 2
     assert set(metrics["methods"]) == set(BENCH_METHODS)
@@ -61,6 +63,21 @@ def test_benchmark_writes_every_method_and_the_oracle_bounds_the_global_schedule
     assert mismatch["told"] == [1, 2, 3, 4, 5] and "learned" in mismatch["psnr"]
     assert len(set(mismatch["psnr"]["learned"].values())) == 1  # blind: told nothing, so flat
     assert (d / "out" / "table.md").read_text().count("|") > 10
+    summary = json.loads((d / "out" / "summary.json").read_text())["psnr"]
+    assert summary["learned"] == metrics["methods"]["learned"]["psnr_mean"]
+    assert summary["gap_db"] >= -1e-9  # the oracle is never below the global schedule
+
+
+def test_varying_noise_feeds_the_map_to_true_sigma_map_only(bench_inputs):
+    d = bench_inputs
+    main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "5", "--out", str(d / "var"),
+          "--model", str(d / "model.pt"), "--methods", "ircnn_true,true_sigma_map,learned", "--noise-mode", "varying",
+          "--ircnn-iters", "4", "--quiet", "--limit", "1", "--no-mismatch"])
+    metrics = json.loads((d / "var" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"ircnn_true", "true_sigma_map", "learned"} and metrics["n_images"] == 1
+    # with a spatially varying map the map-fed rule is a different restoration from the scalar one
+    assert metrics["methods"]["true_sigma_map"]["psnr_mean"] != metrics["methods"]["ircnn_true"]["psnr_mean"]
+    assert "varying" in (d / "var" / "table.md").read_text()
 
 
 def _cli(*args, cwd):
