@@ -6,6 +6,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def conv_stack(c_in: int, c_out: int, width: int, dilations: tuple[int, ...]) -> nn.Sequential:
+    """Dilated 3x3 convolutions with ReLUs, ``c_in -> width -> ... -> c_out``; the last layer is
+    zero-initialised, so a predicted correction starts at exactly zero."""
+    layers: list[nn.Module] = []
+    for i, d in enumerate(dilations):
+        last = i == len(dilations) - 1
+        layers.append(nn.Conv2d(c_in, c_out if last else width, 3, padding=d, dilation=d))
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+        c_in = width
+    body = nn.Sequential(*layers)
+    nn.init.zeros_(body[-1].weight)
+    nn.init.zeros_(body[-1].bias)
+    return body
+
+
 class GuidanceProxy(nn.Module):
     """A learned local noise-level estimator: ``(B, C, H, W) -> (B, 1, H, W)``, positive.
 
@@ -31,17 +47,7 @@ class GuidanceProxy(nn.Module):
         hh = torch.tensor([[0.5, -0.5], [-0.5, 0.5]])  # orthonormal: white noise of std s -> std s
         self.register_buffer("haar_hh", hh[None, None].repeat(channels, 1, 1, 1))
         self.channels, self.window = channels, window
-        layers: list[nn.Module] = []
-        c_in = 2 * channels
-        for i, d in enumerate(dilations):
-            last = i == len(dilations) - 1
-            layers.append(nn.Conv2d(c_in, 1 if last else width, 3, padding=d, dilation=d))
-            if not last:
-                layers.append(nn.ReLU(inplace=True))
-            c_in = width
-        self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
+        self.body = conv_stack(2 * channels, 1, width, dilations)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z (B, C, H, W)`` -> noise-level map ``(B, 1, H, W)`` in the units of ``z``."""

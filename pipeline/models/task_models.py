@@ -26,6 +26,7 @@ from torch import nn
 
 from pipeline.baselines.schedules import SIGMA_START, ircnn_schedule
 from pipeline.models.denoiser import ConditionedDenoiser
+from pipeline.models.proxy import conv_stack
 from pipeline.models.unfolded import UnfoldedOutput
 from pipeline.physics.haze import HazePhysics, T_MIN
 from pipeline.physics.rain import RainPhysics
@@ -34,21 +35,11 @@ S_FLOOR = 2.0 / 255.0  # the weakest denoising any stage ends on
 
 
 class MapNet(nn.Module):
-    """A small dilated CNN ``(B, C_in, H, W) -> (B, C_out, H, W)``, last layer zero-initialised
-    (so a log-correction starts at zero and a softplus output at ``log 2``)."""
+    """A small dilated CNN ``(B, C_in, H, W) -> (B, C_out, H, W)`` whose output starts at zero."""
 
     def __init__(self, c_in: int, c_out: int = 1, width: int = 32, dilations: tuple[int, ...] = (1, 2, 4, 1)):
         super().__init__()
-        layers: list[nn.Module] = []
-        for i, d in enumerate(dilations):
-            last = i == len(dilations) - 1
-            layers.append(nn.Conv2d(c_in, c_out if last else width, 3, padding=d, dilation=d))
-            if not last:
-                layers.append(nn.ReLU(inplace=True))
-            c_in = width
-        self.body = nn.Sequential(*layers)
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
+        self.body = conv_stack(c_in, c_out, width, dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -64,7 +55,29 @@ def _nominal_log_rhos(stages: int, nominal_sigma: float, s_start: float) -> torc
     return torch.log(ircnn_schedule(nominal_sigma, stages, s_start=s_start).rhos.double()).float()
 
 
-class UnfoldedDerain(nn.Module):
+class _TaskUnfolded(nn.Module):
+    """What both task models share: the prior, K, the guidance mode, learned ``rho_k`` and gains."""
+
+    def __init__(self, denoiser: ConditionedDenoiser, stages: int, guidance_mode: str, nominal_sigma: float,
+                 sigma_start: float):
+        super().__init__()
+        if guidance_mode not in ("learned", "none", "oracle"):
+            raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
+        self.denoiser, self.stages, self.guidance_mode, self.sigma_start = denoiser, stages, guidance_mode, sigma_start
+        self.log_rho = nn.Parameter(_nominal_log_rhos(stages, nominal_sigma, sigma_start))
+        self.guidance_gain = nn.Parameter(torch.zeros(stages))
+        nominal = ircnn_schedule(nominal_sigma, stages, s_start=sigma_start).sigmas
+        self.register_buffer("nominal_sigmas", nominal.clone().float())
+
+    def stage_map(self, k: int, level: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The map fed to the denoiser at stage ``k``: the nominal schedule (``none``) or the
+        decay driven by ``level (B, 1, H, W)``."""
+        if self.guidance_mode == "none":
+            return self.nominal_sigmas[k].to(z).expand(z.shape[0], 1, *z.shape[-2:])
+        return _decay(level, k, self.stages, self.guidance_gain[k], self.sigma_start)
+
+
+class UnfoldedDerain(_TaskUnfolded):
     """K-stage deraining: ``y = x + r``.
 
     Args:
@@ -78,17 +91,10 @@ class UnfoldedDerain(nn.Module):
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
                  guidance_mode: str = "learned", nominal_sigma: float = 0.02, sigma_start: float = SIGMA_START):
-        super().__init__()
-        if guidance_mode not in ("learned", "none", "oracle"):
-            raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
-        self.denoiser, self.stages, self.guidance_mode, self.sigma_start = denoiser, stages, guidance_mode, sigma_start
+        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start)
         self.streak_net = MapNet(2 * channels, 1, width)  # [y, x_k] -> streak log-correction
         self.proxy = MapNet(channels, 1, width)  # y -> density
-        self.log_rho = nn.Parameter(_nominal_log_rhos(stages, nominal_sigma, sigma_start))
-        self.guidance_gain = nn.Parameter(torch.zeros(stages))
         self.density_scale = nn.Parameter(torch.tensor(math.log(0.5)))
-        nominal = ircnn_schedule(nominal_sigma, stages, s_start=sigma_start).sigmas
-        self.register_buffer("nominal_sigmas", nominal.clone().float())
 
     def hyper_parameters(self) -> list[nn.Parameter]:
         return list(self.proxy.parameters()) + [self.guidance_gain, self.density_scale]
@@ -118,10 +124,7 @@ class UnfoldedDerain(nn.Module):
         for k in range(self.stages):
             physics = RainPhysics(y, self.streaks(y, x))
             z = physics.data_step(x, rhos[k]) if k else physics.init()
-            if self.guidance_mode == "none":
-                g = self.nominal_sigmas[k].to(z).expand(z.shape[0], 1, *z.shape[-2:])
-            else:
-                g = _decay(level, k, self.stages, self.guidance_gain[k], self.sigma_start)
+            g = self.stage_map(k, level, z)
             x = self.denoiser(z, g)
             maps.append(g)
         return UnfoldedOutput(x, maps, rhos, [pred])
@@ -154,7 +157,7 @@ def dark_channel_init(y: torch.Tensor, patch: int = 15, omega: float = 0.95) -> 
     return t.clamp(0.1, 1.0), airlight
 
 
-class UnfoldedDehaze(nn.Module):
+class UnfoldedDehaze(_TaskUnfolded):
     """K-stage dehazing: ``y = x t + A (1 - t)``.
 
     ``t`` starts from the dark channel prior and is refined at every stage from ``[y, x_k, t]``
@@ -164,16 +167,9 @@ class UnfoldedDehaze(nn.Module):
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
                  guidance_mode: str = "learned", nominal_sigma: float = 0.02, sigma_start: float = SIGMA_START):
-        super().__init__()
-        if guidance_mode not in ("learned", "none", "oracle"):
-            raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
-        self.denoiser, self.stages, self.guidance_mode, self.sigma_start = denoiser, stages, guidance_mode, sigma_start
+        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start)
         self.refine = MapNet(2 * channels + 1, 1, width)
         self.proxy = MapNet(channels + 1, 1, width)
-        self.log_rho = nn.Parameter(_nominal_log_rhos(stages, nominal_sigma, sigma_start))
-        self.guidance_gain = nn.Parameter(torch.zeros(stages))
-        nominal = ircnn_schedule(nominal_sigma, stages, s_start=sigma_start).sigmas
-        self.register_buffer("nominal_sigmas", nominal.clone().float())
 
     def hyper_parameters(self) -> list[nn.Parameter]:
         return list(self.proxy.parameters()) + [self.guidance_gain]
@@ -199,10 +195,7 @@ class UnfoldedDehaze(nn.Module):
             t = (t * torch.exp(self.refine(torch.cat([y, x, t], 1)).clamp(-3.0, 3.0))).clamp(T_MIN, 1.0)
             physics = HazePhysics(y, t, airlight)
             z = physics.data_step(x, rhos[k]) if k else physics.init()
-            if self.guidance_mode == "none":
-                g = self.nominal_sigmas[k].to(z).expand(z.shape[0], 1, *z.shape[-2:])
-            else:
-                g = _decay(level + S_FLOOR, k, self.stages, self.guidance_gain[k], self.sigma_start)
+            g = self.stage_map(k, level + S_FLOOR, z)
             x = self.denoiser(z, g)
             maps.append(g)
         return UnfoldedOutput(x, maps, rhos, [pred, t])
