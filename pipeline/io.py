@@ -141,6 +141,41 @@ def list_images(folder: PathLike) -> list[Path]:
     return files
 
 
+PAIR_LAYOUTS = {"derain": ("rain", "norain"), "dehaze": ("hazy", "clear")}
+
+
+def _pair_key(path: Path, prefixes: tuple[str, ...]) -> str:
+    """``rain-001.png`` / ``norain-001.png`` / ``001.png`` -> ``001``: either folder's name is
+    dropped as a prefix (Rain100H names the files of both folders ``norain-N``); the suffix is
+    ignored so PNG and JPEG pairs match."""
+    stem = path.stem
+    for name in sorted(prefixes, key=len, reverse=True):
+        for p in (name + "-", name + "_", name):
+            if stem.lower().startswith(p) and len(stem) > len(p):
+                return stem[len(p):]
+    return stem
+
+
+def list_pairs(folder: PathLike, degraded: str, clean: str) -> list[tuple[Path, Path]]:
+    """Matching ``(degraded, clean)`` image pairs from ``folder/degraded`` and ``folder/clean``.
+
+    Names match after dropping the folder name as a prefix (``rain-001.png`` <-> ``norain-001.png``)
+    and the suffix. Raises InputError, naming the first unmatched files, unless every image has
+    its partner: a silently dropped pair would bias the benchmark.
+    """
+    root = Path(folder)
+    d_files = {_pair_key(f, (degraded, clean)): f for f in list_images(root / degraded)}
+    c_files = {_pair_key(f, (degraded, clean)): f for f in list_images(root / clean)}
+    only_d, only_c = sorted(set(d_files) - set(c_files)), sorted(set(c_files) - set(d_files))
+    if only_d or only_c:
+        raise InputError(
+            f"{root}: {degraded}/ and {clean}/ do not match: "
+            + "; ".join(part for part in (
+                f"no {clean} partner for {', '.join(d_files[k].name for k in only_d[:5])}" if only_d else "",
+                f"no {degraded} partner for {', '.join(c_files[k].name for k in only_c[:5])}" if only_c else "") if part))
+    return [(d_files[k], c_files[k]) for k in sorted(d_files)]
+
+
 def write_image(path: PathLike, image: np.ndarray, bits: int = 8) -> None:
     """Save a float image atomically; the format follows the suffix (PNG, TIFF, JPEG, BMP).
 

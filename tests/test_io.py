@@ -598,3 +598,17 @@ def test_json_file_is_valid_for_strict_readers(tmp_path: Path) -> None:
     write_json(tmp_path / "a.json", {"b": 1.5})
     text = (tmp_path / "a.json").read_text()
     assert text.endswith("\n") and json.loads(text) == {"b": 1.5}
+
+
+def test_list_pairs_matches_rain100h_style_names_and_refuses_mismatches(tmp_path):
+    from pipeline.io import list_pairs
+    img = np.zeros((4, 4))
+    for i in (1, 2):
+        write_image(tmp_path / "rain" / f"rain-{i:03d}.png", img)
+        write_image(tmp_path / "norain" / f"norain-{i:03d}.png", img)
+    pairs = list_pairs(tmp_path, "rain", "norain")
+    assert [(a.name, b.name) for a, b in pairs] == [("rain-001.png", "norain-001.png"), ("rain-002.png", "norain-002.png")]
+    write_image(tmp_path / "norain" / "norain-003.png", img)
+    write_image(tmp_path / "rain" / "rain-004.png", img)
+    with pytest.raises(InputError, match=r"no norain partner for rain-004.png; no rain partner for norain-003.png"):
+        list_pairs(tmp_path, "rain", "norain")
