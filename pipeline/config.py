@@ -106,8 +106,15 @@ class ModelConfig:
     sigma_start: float = 49.0  # /255, first stage of the rho schedule
     guidance: Literal["learned", "none", "oracle"] = "learned"
     # rho_k on the IRCNN rule at the proxy's noise estimate (beyond the paper) or at nominal_sigma
-    rho: Literal["estimated", "nominal"] = "estimated"
+    # predicted: the estimated rule times a per-image, per-stage factor from a head on the proxy's
+    # map (the proxy also predicting rho_k: beyond the paper)
+    rho: Literal["estimated", "nominal", "predicted"] = "estimated"
     learn_rho: bool = False  # beyond the paper: a trainable per-stage gain on rho_k
+    # proxy variants (ablation): a per-pixel map or one scalar per image and stage; the proxy
+    # applied once to the observation (the map decays through the stages), one proxy shared by
+    # all stages applied to each stage input, or one proxy per stage
+    proxy_output: Literal["map", "scalar"] = "map"
+    proxy_sharing: Literal["once", "shared", "per_stage"] = "once"
 
     def __post_init__(self) -> None:
         _check(1 <= self.stages <= 50, "model.stages", "must be in [1, 50]")
@@ -123,7 +130,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    strategy: Literal["alternating", "joint"] = "alternating"
+    strategy: Literal["alternating", "joint", "unrolled", "implicit"] = "alternating"
+    # unrolled: T differentiated inner SGD steps; implicit: T inner Adam steps before the IFT
+    inner_steps: int = 1
+    inner_lr: float = 0.1  # step of the differentiated inner SGD steps (unrolled)
+    implicit_method: Literal["neumann", "cg"] = "neumann"
+    implicit_iterations: int = 3  # Neumann terms / CG iterations
+    implicit_alpha: float = 0.1  # Neumann step (needs alpha < 2 / lambda_max of the inner Hessian)
+    implicit_damping: float = 1e-3  # added to the inner Hessian (CG and Neumann): keeps it invertible
+    num_workers: int = 1  # > 1: data-parallel under Ray Train's TorchTrainer (the global batch is split)
     pretrain_steps: int = 600
     pretrain_sigma_max: float = 50.0  # /255, the denoiser must cover the PnP schedules' range
     steps: int = 600
@@ -137,6 +152,9 @@ class TrainConfig:
     log_every: int = 20
     max_nonfinite: int = 3  # consecutive non-finite losses tolerated (skipped) before stopping
     val_samples: int = 4  # validation samples for the training curve (an evenly spread subset)
+    # recompute each unrolled stage's activations in the backward pass instead of keeping them:
+    # training memory nearly flat in model.stages, for about one more forward pass of compute
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for key in ("pretrain_steps", "steps"):
@@ -147,6 +165,16 @@ class TrainConfig:
         _check(self.lr > 0 and self.lr_inner > 0, "train.lr", "learning rates must be > 0")
         _check(self.guidance_weight >= 0, "train.guidance_weight", "must be >= 0")
         _check(0 < self.pretrain_sigma_max <= 255, "train.pretrain_sigma_max", "must be in (0, 255]")
+        _check(1 <= self.inner_steps <= 100, "train.inner_steps", "must be in [1, 100]")
+        _check(self.inner_lr > 0, "train.inner_lr", "must be > 0")
+        _check(1 <= self.implicit_iterations <= 1000, "train.implicit_iterations", "must be in [1, 1000]")
+        _check(self.implicit_alpha > 0, "train.implicit_alpha", "must be > 0")
+        _check(self.implicit_damping >= 0, "train.implicit_damping", "must be >= 0")
+        _check(1 <= self.num_workers <= 1024, "train.num_workers", "must be in [1, 1024]")
+        _check(self.batch_size % self.num_workers == 0, "train.batch_size",
+               f"must be a multiple of train.num_workers ({self.num_workers}): each worker takes an equal share")
+        _check(self.num_workers == 1 or self.strategy in ("alternating", "joint"), "train.num_workers",
+               "> 1 only with the first-order strategies (alternating, joint): the unrolled inner steps are per worker")
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,20 @@ from pipeline.io import InputError
 log = logging.getLogger("hyperguide")
 
 
+def read_yaml(path: Path, what: str):
+    """The YAML document at ``path``; ConfigError naming the file when it is missing or not YAML."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_params(path: str | Path) -> Params:
     """Read and validate a params file; every error names the file and the key."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such params file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "params file")
     try:
         return params_from_dict(data)
     except ConfigError as exc:

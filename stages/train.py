@@ -5,7 +5,9 @@
 
 Checkpoints every ``train.checkpoint_every`` steps to ``--checkpoint`` (kept by DVC between
 runs: ``persist``); a re-run after an interruption resumes from it when the configuration is
-unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and ``train.json``.
+unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and ``train.json``, and
+logs the model to MLflow in its PyTorch format (``runs:/<run>/model``, registered as
+``hyperguide-<task>``: ``models:/hyperguide-deblur/<version>``), the checkpoint alongside.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ import torch
 
 from pipeline import io
 from pipeline.bilevel.trainer import Trainer, ValSample
-from pipeline.checkpoint import save_model
+from pipeline.checkpoint import MODEL_FORMAT, save_model
 from pipeline.config import to_dict
 from pipeline.data import hwc_to_chw
 from pipeline.patches import NoiseSpec, PatchSampler
 from pipeline.device import pick_device, set_threads
+from pipeline.enhance import PackagedDeblur
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
@@ -35,20 +38,34 @@ def finite_or_none(v: float | None) -> float | None:
     return v if v is not None and np.isfinite(v) else None
 
 
-def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--degraded", default="data/degraded")
-    p.add_argument("--out", default="models")
-    p.add_argument("--checkpoint", default="checkpoints/train.pt")
-    args = p.parse_args()
-    params = load_params(args.params)
-    cfg, seed = params.train, params.base.seed
-    set_threads(params.base.threads)
-    torch.manual_seed(derive_seed(seed, "init") % 2**31)
-    device = pick_device(params.base.device)
-    prepared, degraded, out = Path(args.prepared), Path(args.degraded), Path(args.out)
+def log_mlflow_model(tracker, model, checkpoint: Path, channels: int, params) -> str:
+    """The trained model in MLflow's PyTorch format, registered as ``hyperguide-<task>``.
 
+    The served module takes the observation and the blur as one tensor (MLflow's PyTorch flavour
+    passes a single array): ``(B, C + 1, H, W)``, the last channel the PSF centred at
+    ``(H // 2, W // 2)``; H and W even (the exported graph is specialised on the proxy's
+    stride-2 grid). ``stages.enhance --model`` ignores that graph and loads ``checkpoint``,
+    logged alongside, with ``torch.load(weights_only=True)``.
+    """
+    packaged = PackagedDeblur(model.cpu().eval())
+    rng = np.random.default_rng(0)
+    example = np.zeros((2, channels + 1, 32, 32), np.float32)  # batch 2: a size-1 batch would be exported static
+    example[:, :channels] = rng.random((2, channels, 32, 32), dtype=np.float32)
+    example[:, channels, 16, 16] = 1.0  # a delta PSF at the centre
+    metadata = {"format": MODEL_FORMAT, "task": params.base.task, "channels": channels,
+                "model_config": json.dumps(to_dict(params.model)), "checkpoint": f"extra_files/{checkpoint.name}",
+                "input": "(B, C+1, H, W) float32: C observation channels in [0, 1], then the PSF centred at (H//2, W//2);"
+                         " H, W even"}
+    with torch.no_grad():
+        return tracker.log_pytorch_model(packaged, checkpoint, example, channels, metadata,
+                                         registered_model_name=f"hyperguide-{params.base.task}")
+
+
+def training_setup(params, prepared: Path, degraded: Path) -> tuple:
+    """What the bilevel training of ``params`` reads and builds: ``(train images (C, H, W),
+    validation samples, channels, patch sampler, model, config key, sampler rng)``. Shared by
+    this stage and the sweep's trials (``stages.sweep``), so both train exactly alike."""
+    cfg, seed = params.train, params.base.seed
     manifest = io.read_csv(prepared / "manifest.csv")
     channels = int(manifest[0]["channels"])
     gray = channels == 1
@@ -74,11 +91,43 @@ def main() -> None:
     noise = NoiseSpec(*params.degrade.noise.range, params.degrade.noise.mode, params.degrade.noise.spread)
     sampler = PatchSampler(images, kernels, noise, cfg.patch_size, params.degrade.kernels.max_size, rng)
     model = build_model(params.model, channels)
+    model.activation_checkpointing = cfg.activation_checkpointing
     # The data is part of the key too: a checkpoint trained on other images never resumes here.
     key_src = json.dumps({**{k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
                           "data": [io.sha256_file(prepared / "manifest.csv"), io.sha256_file(degraded / "samples.csv")]},
                          sort_keys=True)
     config_key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    return images, val, channels, sampler, model, config_key, rng
+
+
+def train(params, prepared: Path, degraded: Path, checkpoint: Path | None, device: torch.device,
+          log_fn=None, progress: bool = False) -> tuple:
+    """Train as the stage does (seeded from ``params``), resuming from ``checkpoint`` when it
+    matches: ``(trainer, model, channels, seconds)``. No tracker, no output files: the caller
+    (a sweep trial) decides what to keep."""
+    torch.manual_seed(derive_seed(params.base.seed, "init") % 2**31)
+    images, val, channels, sampler, model, config_key, rng = training_setup(params, prepared, degraded)
+    trainer = Trainer(model, sampler, params.train, device, rng, checkpoint, config_key, val, log_fn, progress=progress)
+    t0 = time.perf_counter()
+    trainer.run()
+    return trainer, model, channels, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--prepared", default="data/prepared")
+    p.add_argument("--degraded", default="data/degraded")
+    p.add_argument("--out", default="models")
+    p.add_argument("--checkpoint", default="checkpoints/train.pt")
+    args = p.parse_args()
+    params = load_params(args.params)
+    cfg, seed = params.train, params.base.seed
+    set_threads(params.base.threads)
+    torch.manual_seed(derive_seed(seed, "init") % 2**31)
+    device = pick_device(params.base.device)
+    prepared, degraded, out = Path(args.prepared), Path(args.degraded), Path(args.out)
+
+    images, val, channels, sampler, model, config_key, rng = training_setup(params, prepared, degraded)
 
     with stage_run("train", params, {"device": str(device)}) as tracker:
         n_params = sum(p.numel() for p in model.parameters())
@@ -105,6 +154,11 @@ def main() -> None:
         io.write_json(out / "train.json", summary)
         tracker.log_metrics({"train_seconds": seconds})
         tracker.log_artifact(out / "model.pt", "model")
+        if params.model.guidance == "oracle":  # it needs the true noise map: nothing to serve
+            log.info("oracle guidance: not logged as an MLflow model (model.pt is logged as an artifact)")
+        else:
+            uri = log_mlflow_model(tracker, model, out / "model.pt", channels, params)
+            log.info("logged the model to MLflow as %s (and runs:/%s/model)", uri, tracker.run_id)
         tracker.log_artifact(out / "history.csv")
         log.info("trained in %.1f s; %s", seconds, {k: v for k, v in summary.items() if "psnr" in k})
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale
+from pipeline.bilevel.parallel import mean_value, shard, world
+from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale, strategy_options
 from pipeline.config import TrainConfig
 from pipeline.patches import PatchSampler
 from pipeline.device import autocast
@@ -96,7 +97,8 @@ class Trainer:
         self.progress = progress
         self.pre_opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
         self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
-        self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight)
+        self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight,
+                                      **strategy_options(cfg))
         self.phase, self.step, self.history = "pretrain", 0, []
         self.nonfinite = 0
         self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
@@ -113,7 +115,7 @@ class Trainer:
         }
 
     def save(self) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None or world()[0] != 0:  # data-parallel workers hold the same state
             return
         with atomic_path(self.checkpoint) as tmp:
             torch.save(self.state(), tmp)
@@ -147,6 +149,7 @@ class Trainer:
         if self.phase == "pretrain":
             self._loop("pretrain", self.cfg.pretrain_steps, self._pretrain_step)
             self.pretrained = {k: v.detach().clone() for k, v in self.model.denoiser.state_dict().items()}
+            self.model.sync_proxies()  # per-stage proxies start from the pre-trained one
             self.phase, self.step = "bilevel", 0
             self.save()
         if self.phase == "bilevel":
@@ -161,7 +164,8 @@ class Trainer:
         running: dict[str, list[float]] = {}
         t0, n = time.perf_counter(), 0
         while self.step < total:
-            losses = step_fn()
+            # data-parallel workers log (and stop on) the global batch's losses
+            losses = {k: mean_value(v) for k, v in step_fn().items()}
             self._check_finite(phase, losses)
             self.step += 1
             n += 1
@@ -197,16 +201,17 @@ class Trainer:
         """One step on denoising for the prior and, with learned guidance, one step of the inner
         problem for the proxy (noise-level estimation on blurred noisy patches): a warm start
         for both levels."""
+        # every data-parallel worker draws the global batch (same stream) and keeps its share
         clean = self.sampler.clean_batch(self.cfg.batch_size)
         noisy, sigma = noisy_for_pretraining(clean, self.rng, self.cfg.pretrain_sigma_max / 255.0)
-        clean, noisy, sigma = clean.to(self.device), noisy.to(self.device), sigma.to(self.device)
+        clean, noisy, sigma = (shard(t).to(self.device) for t in (clean, noisy, sigma))
         with autocast(self.device):
             out = self.model.denoiser(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
         apply_step(self.pre_opt, loss)
         losses = {"loss": loss.item()}
         if self.model.guidance_mode == "learned":
-            b = self.sampler.blur_batch(self.cfg.batch_size)
+            b = {k: shard(v) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
             with autocast(self.device):
                 estimate = self.model.proxy(b["y"].to(self.device))
             g = F.mse_loss(estimate.float(), b["sigma"].to(self.device))
@@ -215,7 +220,7 @@ class Trainer:
         return losses
 
     def _bilevel_step(self) -> dict[str, float]:
-        b = {k: v.to(self.device) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
+        b = {k: shard(v).to(self.device) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
         batch = {"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "sigma": b["sigma"]}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))

@@ -22,4 +22,6 @@ def build_model(cfg: ModelConfig, channels: int, denoiser: ConditionedDenoiser |
         guidance_mode=cfg.guidance,
         rho_mode=cfg.rho,
         learn_rho=cfg.learn_rho,
+        proxy_output=cfg.proxy_output,
+        proxy_sharing=cfg.proxy_sharing,
     )

@@ -1,0 +1,190 @@
+"""The enhance command: folders mirrored with bit depth and colour kept, a model through its MLflow
+URI, and bad input refused with exit code 2, a clear message and no half-written file."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, project_env
+from pipeline import io
+from pipeline.io import InputError
+from pipeline.checkpoint import save_model
+from pipeline.config import ModelConfig
+from pipeline.data import hwc_to_chw
+from pipeline.enhance import deblur_channels, probe_image
+from pipeline.models.factory import build_model
+from stages import enhance
+from stages.common import run_main
+
+TINY = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
+QUANT_16 = 1.0 / 65535  # a 16-bit write/read round trip errs by at most half of it
+
+
+def tiny_checkpoint(path, task="deblur"):
+    torch.manual_seed(0)
+    model = build_model(TINY, 1).eval()
+    save_model(path, model, TINY, 1, task, pretrained_denoiser=model.denoiser.state_dict())
+    return model
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny untrained model, a kernel, and a folder: a 16-bit colour PNG, an 8-bit grey JPEG in a
+    subfolder, a 16-bit grey TIFF."""
+    root = tmp_path_factory.mktemp("enhance")
+    rng = np.random.default_rng(7)
+    tiny_checkpoint(root / "model.pt")
+    k = rng.random((5, 5)).astype(np.float32)
+    np.save(root / "kernel.npy", k / k.sum())
+    images = root / "in"
+    io.write_image(images / "colour.png", rng.random((40, 44, 3)), bits=16)
+    io.write_image(images / "sub" / "grey.jpg", rng.random((36, 30)))
+    io.write_image(images / "grey16.tif", rng.random((30, 34)), bits=16)
+    return root
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.enhance", "--quiet", *args], cwd=ROOT, env=project_env(ROOT),
+                          capture_output=True, text=True, timeout=300)
+
+
+def run_in_process(caplog, *args: str) -> int:
+    """``run_main`` on ``stages.enhance.main``: the exit code (0 when it returns); messages in caplog."""
+    caplog.set_level(logging.INFO, logger="hyperguide")
+    try:
+        run_main(lambda: enhance.main(["--quiet", *args]))
+    except SystemExit as exc:
+        return int(exc.code)
+    return 0
+
+
+def no_temporaries(folder) -> bool:
+    return not [p for p in folder.rglob(".tmp-*")] if folder.exists() else True
+
+
+def test_folder_is_mirrored_keeping_depth_and_colour(assets, tmp_path, caplog):
+    out = tmp_path / "out"
+    code = run_in_process(caplog, "--in", str(assets / "in"), "--out", str(out), "--kernel", str(assets / "kernel.npy"),
+                          "--model", str(assets / "model.pt"), "--save-guidance")
+    assert code == 0
+    for name, bits, colour in (("colour.png", 16, True), ("sub/grey.jpg", 8, False), ("grey16.tif", 16, False)):
+        assert probe_image(out / name) == probe_image(assets / "in" / name)
+        assert (probe_image(out / name).bits, probe_image(out / name).colour) == (bits, colour)
+        stem = (out / name).with_suffix("")
+        maps = np.load(f"{stem}_guidance.npy")
+        assert maps.shape[-1] == (3 if colour else 1) and np.isfinite(maps).all() and (maps > 0).all()
+        assert probe_image(f"{stem}_guidance.png").bits == 16
+    assert no_temporaries(out)
+
+
+def test_model_from_its_mlflow_uri_gives_the_checkpoints_output(assets, tmp_path, monkeypatch, caplog):
+    """Log the checkpoint as the train stage does (pt2 + the checkpoint alongside), resolve it by
+    runs:/ and models:/ URIs, and compare with the checkpoint's own output."""
+    import mlflow
+
+    from pipeline.enhance import PackagedDeblur
+    from stages.tracking import Tracker, fetch_checkpoint
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    model = tiny_checkpoint(tmp_path / "model.pt")
+    example = np.zeros((2, 2, 16, 16), np.float32)
+    example[:, 0] = 0.5
+    example[:, 1, 8, 8] = 1.0
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run, torch.no_grad():
+        Tracker(mlflow, run).log_pytorch_model(PackagedDeblur(model), tmp_path / "model.pt", example, 1,
+                                               {"task": "deblur", "channels": 1}, registered_model_name="hg-test")
+    registered = fetch_checkpoint("models:/hg-test/1", tmp_path / "fetched")
+    assert registered.read_bytes() == (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(InputError, match="cannot fetch MLflow model models:/hg-test/7"):
+        fetch_checkpoint("models:/hg-test/7", tmp_path / "missing")
+
+    src = assets / "in" / "grey16.tif"
+    code = run_in_process(caplog, "--in", str(src), "--out", str(tmp_path / "via_uri.tif"),
+                          "--kernel", str(assets / "kernel.npy"), "--model", f"runs:/{run.info.run_id}/model")
+    assert code == 0, caplog.text
+    y = torch.from_numpy(hwc_to_chw(io.read_image(src, gray=True)))
+    ref, _ = deblur_channels(model, y, torch.from_numpy(np.load(assets / "kernel.npy")))
+    got = io.read_image(tmp_path / "via_uri.tif", gray=True)[..., 0]
+    assert np.abs(got - ref[0].clamp(0, 1).numpy()).max() <= QUANT_16
+
+
+def test_corrupt_image_is_refused_by_the_command(assets, tmp_path):
+    bad = tmp_path / "in" / "broken.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    out = tmp_path / "out"
+    res = run_cli("--in", str(bad), "--out", str(out / "broken.png"), "--kernel", str(assets / "kernel.npy"),
+                  "--model", str(assets / "model.pt"))
+    assert res.returncode == 2 and "cannot read image" in res.stderr and "broken.png" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (out / "broken.png").exists() and no_temporaries(out)
+
+
+def test_a_bad_image_in_a_folder_is_skipped_and_reported(assets, tmp_path, caplog):
+    folder = tmp_path / "in"
+    io.write_image(folder / "good.png", np.random.default_rng(0).random((32, 32)))
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 20)
+    out = tmp_path / "out"
+    code = run_in_process(caplog, "--in", str(folder), "--out", str(out), "--kernel", str(assets / "kernel.npy"),
+                          "--model", str(assets / "model.pt"))
+    assert code == 2 and "1 of 2 images failed" in caplog.text and "bad.jpg" in caplog.text
+    assert (out / "good.png").exists() and not (out / "bad.jpg").exists() and no_temporaries(out)
+
+
+def test_truncated_checkpoint_is_refused(assets, tmp_path, caplog):
+    cut = tmp_path / "cut.pt"
+    data = (assets / "model.pt").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.png"
+    code = run_in_process(caplog, "--in", str(assets / "in" / "colour.png"), "--out", str(out),
+                          "--kernel", str(assets / "kernel.npy"), "--model", str(cut))
+    assert code == 2 and "cut.pt" in caplog.text and "not a readable model checkpoint" in caplog.text
+    assert not out.exists()
+
+
+def test_checkpoint_for_another_task_is_refused(assets, tmp_path, caplog):
+    tiny_checkpoint(tmp_path / "derain.pt", task="derain")
+    out = tmp_path / "out.png"
+    common = ["--in", str(assets / "in" / "colour.png"), "--out", str(out), "--kernel", str(assets / "kernel.npy")]
+    assert run_in_process(caplog, *common, "--model", str(tmp_path / "derain.pt")) == 2
+    assert "a model for task 'derain', not 'deblur'" in caplog.text
+    caplog.clear()
+    assert run_in_process(caplog, *common, "--task", "dehaze", "--model", str(assets / "model.pt")) == 2
+    assert "--task dehaze is not available yet: no model for this task" in caplog.text
+    assert not out.exists()
+
+
+def test_kernel_larger_than_the_image_is_refused(assets, tmp_path, caplog):
+    np.save(tmp_path / "big.npy", np.ones((41, 41), np.float32))
+    out = tmp_path / "out.png"
+    code = run_in_process(caplog, "--in", str(assets / "in" / "colour.png"), "--out", str(out),
+                          "--kernel", str(tmp_path / "big.npy"), "--model", str(assets / "model.pt"))
+    assert code == 2 and "larger than the image (40x44)" in caplog.text and "colour.png" in caplog.text
+    assert not out.exists() and no_temporaries(tmp_path)
+
+
+def test_unwritable_output_is_refused_before_any_work(assets, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = run_in_process(caplog, "--in", str(assets / "in"), "--out", str(blocker / "out"),
+                          "--kernel", str(assets / "kernel.npy"), "--model", str(assets / "model.pt"))
+    assert code == 2 and "cannot write to" in caplog.text and str(blocker) in caplog.text
+    assert blocker.read_text() == "not a folder"
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        enhance.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0
+    for option in ("--task", "--kernel-index", "--model", "--max-megapixels", "--save-guidance", "--device",
+                   "runs:/", "weights_only", "derain"):
+        assert option in text

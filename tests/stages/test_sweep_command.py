@@ -1,0 +1,125 @@
+"""The sweep command on a local Ray with 2 CPUs: two trials, one whose worker dies once (retried
+from its checkpoint), the table and the MLflow parent/child runs; a re-launch recomputes nothing;
+a bad sweep file is refused before anything starts; Ray Train's two workers follow one worker's
+loss curve."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, profile_dict, project_env
+from pipeline.config import params_from_dict
+
+SWEEP = {"name": "t2", "seeds": [0], "resources": {"num_cpus": 1}, "max_retries": 2,
+         "axes": {"strategy": ["alternating", "unrolled"]}}
+
+
+def run(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**project_env(cwd), "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """The test profile's prepared and degraded data (1 validation image x 2 noise levels)."""
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "params.yaml").write_text(yaml.safe_dump(profile_dict(), sort_keys=False))
+    for cmd in (["stages.prepare", "--out", "data/prepared"],
+                ["stages.degrade", "--prepared", "data/prepared", "--out", "data/degraded"]):
+        done = run(root, *cmd, "--params", "params.yaml", "--quiet")
+        assert done.returncode == 0, done.stderr[-2000:]
+    return root
+
+
+def sweep(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run(root, "stages.sweep", "--params", "params.yaml", "--sweep", "s.yaml", "--out", "out", "--num-cpus", "2",
+               "--object-store-mb", "100", "--quiet", *extra)
+
+
+@pytest.mark.slow
+def test_two_trials_one_killed_once_then_a_relaunch_that_recomputes_nothing(data):
+    (data / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    # the worker of the first trial dies at bilevel step 4; the last checkpoint is at step 3
+    first = sweep(data, "--inject-fault", "0@4")
+    assert first.returncode == 0, first.stderr[-4000:]
+    out = data / "out"
+    table = (out / "results.csv").read_text()
+    assert table.count("finished") == 2 and (out / "results.md").exists() and (out / "figures" / "psnr_by_noise.png").exists()
+    killed = json.loads((out / "trials" / "strategy=alternating__seed=0" / "result.json").read_text())
+    assert killed["attempts"] == 2 and killed["resumed_from"] == 3
+    other = json.loads((out / "trials" / "strategy=unrolled__seed=0" / "result.json").read_text())
+    assert other["attempts"] == 1 and other["resumed_from"] is None
+    assert "Best on the validation split" in (out / "summary.md").read_text()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("hyperguide-deblur")
+    runs = client.search_runs([exp.experiment_id], "tags.dvc_stage = 'sweep'")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.info.run_name for c in children} == {"strategy=alternating__seed=0", "strategy=unrolled__seed=0"}
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert all("val_psnr" in c.data.metrics and c.data.params["train.strategy"] for c in children)
+    assert len(client.get_metric_history(children[0].info.run_id, "bilevel/loss")) == 2  # the curve
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/result.json")}
+    again = sweep(data)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "2 already finished (read back), 0 to run" in again.stderr
+    assert json.loads((out / "run.json").read_text())["n_run"] == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("trials/*/result.json")} == stamps
+    assert (out / "results.csv").read_text() == table
+    runs = client.search_runs([exp.experiment_id], "tags.dvc_stage = 'sweep'")
+    assert len(runs) == 3  # the same parent re-opened, no new child
+
+
+@pytest.mark.parametrize("axes,message", [({"strategy": ["alternating"], "model.stagse": [2]}, "did you mean 'model.stages'"),
+                                          ({"K": [0]}, "value 0 refused")])
+def test_a_bad_sweep_file_is_refused_before_anything_starts(data, axes, message):
+    (data / "bad.yaml").write_text(yaml.safe_dump({**SWEEP, "axes": axes}))
+    done = run(data, "stages.sweep", "--params", "params.yaml", "--sweep", "bad.yaml", "--out", "bad_out", "--quiet",
+               timeout=120)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (data / "bad_out").exists()
+
+
+@pytest.mark.slow
+def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
+    """Same global batch (2 patches): one process vs two gloo workers with one patch each.
+    Tolerance: relative 1e-5 (the sums of the all-reduce run in another order)."""
+    import ray
+
+    from stages.sweep import train_data_parallel
+    from stages.train import train
+
+    params = params_from_dict(profile_dict())
+    one = dataclasses.replace(params, train=dataclasses.replace(params.train, num_workers=1))
+    two = dataclasses.replace(params, train=dataclasses.replace(params.train, num_workers=2))
+    prepared, degraded = data / "data" / "prepared", data / "data" / "degraded"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker
+    try:
+        reference = train(one, prepared, degraded, None, torch.device("cpu"))[0].history
+    finally:
+        torch.set_num_threads(threads)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}})
+    try:
+        state = train_data_parallel(two, prepared, degraded, tmp_path / "ckpt.pt", tmp_path / "model.pt", 1, 0)
+    finally:
+        ray.shutdown()
+    got = state["history"]
+    assert [(r["phase"], r["step"]) for r in got] == [(r["phase"], r["step"]) for r in reference]
+    for a, b in zip(reference, got):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), (a, b)
+        assert b["val_psnr"] == pytest.approx(a["val_psnr"], rel=1e-5), (a, b)
