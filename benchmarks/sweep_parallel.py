@@ -8,6 +8,11 @@ trial function as ``stages.sweep`` (``run_trial``: train + validate, one torch t
 ``--cpus`` cores. Ray's start-up (``ray.init``) and the workers' first imports (a warm-up task per
 core) are measured apart from the parallel phase. Prints ``key=value`` lines, the last one
 ``parallel_efficiency=<sequential / (parallel * cores)>`` (the issue's target: >= 0.85 on 2 cores).
+
+A control without Ray (``--no-pool-control`` skips it): the same trials on a plain process pool
+of ``--cpus`` warmed-up processes, ``pool_efficiency``. What the machine itself gives two
+concurrent trials (shared caches, memory bandwidth, neighbours on the host) is in that figure;
+the difference to ``parallel_efficiency`` is Ray's.
 """
 from __future__ import annotations
 
@@ -77,11 +82,24 @@ def timed_trial(task: dict) -> float:
     return time.process_time() - c0
 
 
+def pool_run(folder: Path, params: dict, n: int, cpus: int) -> tuple[float, float]:
+    """The trials on a plain pool of ``cpus`` warmed-up processes: ``(seconds, CPU seconds)``."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(cpus, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_warm, range(cpus)))
+        t0 = time.perf_counter()
+        cpu = sum(pool.map(timed_trial, tasks(folder, params, n, "pool")))
+        return time.perf_counter() - t0, cpu
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--steps", type=int, default=150, help="pre-training and bilevel steps per trial")
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--no-pool-control", action="store_true", help="skip the plain process-pool control")
     args = p.parse_args()
     import torch
 
@@ -117,6 +135,7 @@ def main() -> None:
         par_cpu = sum(ray.get([remote.remote(t) for t in tasks(folder, params, args.trials, "par")]))
         parallel = time.perf_counter() - t0
         ray.shutdown()
+        pool = None if args.no_pool_control else pool_run(folder, params, args.trials, args.cpus)
 
     speedup = sequential / parallel
     print(f"sequential_cpu_seconds={seq_cpu:.2f}")
@@ -132,6 +151,10 @@ def main() -> None:
     print(f"speedup_with_startup={sequential / (parallel + startup + warmup):.3f}")
     # the efficiency the CPU time alone allows (1.0: Ray adds no CPU work per trial)
     print(f"cpu_normalised_efficiency={seq_cpu / par_cpu:.3f}")
+    if pool is not None:
+        print(f"pool_seconds={pool[0]:.2f}")
+        print(f"pool_cpu_seconds={pool[1]:.2f}")
+        print(f"pool_efficiency={sequential / (pool[0] * args.cpus):.3f}")
     print(f"parallel_efficiency={speedup / args.cpus:.3f}")
 
 
