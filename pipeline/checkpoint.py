@@ -42,7 +42,7 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
     if task is not None and state["task"] != task:
         raise InputError(f"{path}: a model for task '{state['task']}', not '{task}'")
     cfg = from_dict(ModelConfig, state["model_config"], "model")
-    model = build_model(cfg, int(state["channels"]))
+    model = build_model(cfg, int(state["channels"]), task=str(state["task"]))
     model.load_state_dict(state["state_dict"])
     model.to(device).eval()
     denoiser = None
