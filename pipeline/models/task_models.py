@@ -104,6 +104,22 @@ class _TaskUnfolded(nn.Module):
         return _decay(level, k, self.stages, self.guidance_gain[k], self.sigma_start)
 
 
+def median_derain_init(y: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """``min(y, median_size(y))`` per channel on ``y (B, C, H, W)`` (reflected borders): the
+    median-filter rain decomposition of :func:`pipeline.baselines.filters.median_derain`, the
+    derain model's starting point."""
+    r = size // 2
+    b, c, h, w = y.shape
+
+    def symmetric(n: int) -> torch.Tensor:  # scipy's "reflect": d c b a | a b c d | d c b a
+        i = torch.arange(-r, n + r, device=y.device) % (2 * n)
+        return torch.where(i < n, i, 2 * n - 1 - i)
+
+    padded = y[:, :, symmetric(h)][:, :, :, symmetric(w)]
+    med = F.unfold(padded, size).reshape(b, c, size * size, h, w).median(dim=2).values
+    return torch.minimum(y, med)
+
+
 class UnfoldedDerain(_TaskUnfolded):
     """K-stage deraining: ``y = x + r``.
 
@@ -149,8 +165,8 @@ class UnfoldedDerain(_TaskUnfolded):
         pred = self.estimate_density(y)
         level = density if self.guidance_mode == "oracle" else pred
         level = torch.exp(self.density_scale) * level + S_FLOOR
-        # the first streak estimate: y against a local minimum (rain is thin and bright)
-        x = -F.max_pool2d(-y, 5, stride=1, padding=2)
+        # the first estimate: the classical decomposition (rain is thin and bright)
+        x = median_derain_init(y)
         maps = []
         rhos = torch.exp(self.log_rho)
         for k in range(self.stages):
