@@ -81,3 +81,9 @@ def test_depth_maps_are_used_and_a_wrong_size_is_refused(tmp_path):
     (depth / f"{bad}.png").unlink()
     res = run_stage(tmp_path, "degrade", "--prepared", "prepared", "--out", "degraded2")
     assert res.returncode == 2 and "no depth map" in res.stderr and bad in res.stderr
+
+
+def test_sweeps_refuse_rain_and_haze_clearly(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(task_params("derain")))
+    res = run_stage(tmp_path, "sweep", "--sweep", str(ROOT / "sweeps" / "tiny.yaml"), "--no-tracking")
+    assert res.returncode == 2 and "base.task derain" in res.stderr and "deblur only" in res.stderr
