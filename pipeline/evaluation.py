@@ -127,15 +127,17 @@ def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch.device,
-                 ablation: torch.nn.Module | None = None) -> Restoration:
+                 ablation: torch.nn.Module | None = None, target: np.ndarray | None = None) -> Restoration:
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
     model), ``classical`` and, with an ``ablation`` model (trained with guidance ``none``),
     ``no_guidance``. ``noise_estimate`` is the proxy's map on ``y`` (the predicted density /
-    residual level), ``guidance`` the K maps fed to the denoiser."""
+    residual level), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
+    true guidance map, is what a model with ``oracle`` guidance is given."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
+    truth = torch.from_numpy(target)[None].to(device) if target is not None else None
     out: dict[str, np.ndarray] = {"input": y}
     with autocast(device):
-        res = model(Observation(yt))
+        res = model(Observation(yt), sigma_map=truth)
         out["learned"] = res.x[0].float().clamp(0, 1).cpu().numpy()
         estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
         if ablation is not None:

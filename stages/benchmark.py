@@ -159,6 +159,8 @@ def benchmark_pairs(args: argparse.Namespace) -> None:
     pairs = pairs[: args.limit] if args.limit > 0 else pairs
     device = pick_device(args.device)
     model = load_model(args.model, task=args.task, device=device)[0]
+    if model.guidance_mode == "oracle":
+        raise io.InputError(f"{args.model}: a model with guidance 'oracle' needs the true map, which real pairs lack")
     ablation = load_model(args.ablation_model, task=args.task, device=device)[0] if args.ablation_model else None
     rows = []
     with io.atomic_dir(args.out) as out:

@@ -68,7 +68,7 @@ def evaluate_task(params, args, device) -> None:
         rows, stage_rows, guidance_rows = [], [], []
         with io.atomic_dir(args.out) as out:
             for r, s, x in each_sample(tests, prepared, degraded, args.quiet):
-                res = restore_task(task, s["y"], model, device, ablation)
+                res = restore_task(task, s["y"], model, device, ablation, s["target"])
                 for m, sc in score(res.outputs, x, (1, 1)).items():
                     rows.append({"sample_id": r["sample_id"], "image": r["image"], "method": m, **sc})
                 target = s["target"][0]
