@@ -42,7 +42,9 @@ def test_dvc_repro_of_the_test_profile(task, tmp_path):
     arrays = io.load_npz(root / "data" / "degraded" / "samples" / f"{samples[0]['sample_id']}.npz")
     assert set(arrays) == TRUTH[task] and arrays["y"].shape[0] == 3 and arrays["target"].shape == (1, *arrays["y"].shape[1:])
     assert yaml.safe_load((root / "tuned.yaml").read_text()) == {"task": task, "skipped": True}
-    assert (root / "reports" / "index.html").exists()
+    report = (root / "reports" / "report.md").read_text()
+    assert f"Task **{task}**" in report and {"derain": "rain density", "dehaze": "residual level"}[task] in report
+    assert (root / "reports" / "index.html").stat().st_size > 1000
 
     from pipeline.checkpoint import load_model
     from pipeline.models.factory import TASK_MODELS
