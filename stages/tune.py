@@ -90,10 +90,12 @@ def main() -> None:
     cfg, seed = params.tune, params.base.seed
     if params.base.task != "deblur":
         # the rain and haze baselines have no schedule to search: the DVC output still exists
-        log.info("task %s: nothing to tune (the hand-set schedules are deblurring baselines); tune skipped",
-                 params.base.task)
-        io.write_text(args.out, f"# Written by the tune stage: task {params.base.task} has nothing to tune.\n"
-                      + yaml.safe_dump({"task": params.base.task, "skipped": True}, sort_keys=False))
+        with stage_run("tune", params, {"skipped": "true"}) as tracker:
+            log.info("task %s: nothing to tune (the hand-set schedules are deblurring baselines); tune skipped",
+                     params.base.task)
+            io.write_text(args.out, f"# Written by the tune stage: task {params.base.task} has nothing to tune.\n"
+                          + yaml.safe_dump({"task": params.base.task, "skipped": True}, sort_keys=False))
+            tracker.log_artifact(args.out)
         return
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
