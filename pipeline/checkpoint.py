@@ -42,8 +42,12 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
     if task is not None and state["task"] != task:
         raise InputError(f"{path}: a model for task '{state['task']}', not '{task}'")
     cfg = from_dict(ModelConfig, state["model_config"], "model")
-    model = build_model(cfg, int(state["channels"]))
-    model.load_state_dict(state["state_dict"])
+    try:
+        model = build_model(cfg, int(state["channels"]), task=str(state["task"]))
+        model.load_state_dict(state["state_dict"])
+    except (ValueError, RuntimeError) as exc:  # an unknown task, weights of another architecture
+        raise InputError(f"{path}: the weights do not fit the {state['task']} model the file describes "
+                         f"({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
     denoiser = None
     if state["pretrained_denoiser"]:

@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class BaseConfig:
     seed: int = 0
-    task: Literal["deblur"] = "deblur"
+    # deblur (grey by default) | derain | dehaze (colour tasks: prepare keeps colour for them)
+    task: Literal["deblur", "derain", "dehaze"] = "deblur"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
@@ -88,10 +89,50 @@ class NoiseConfig:
         _check(0.0 <= self.spread < 1.0, "degrade.noise.spread", "must be in [0, 1)")
 
 
+def _check_range(pair: tuple[float, float], lo: float, hi: float, key: str) -> None:
+    _check(lo <= pair[0] <= pair[1] <= hi, key, f"must satisfy {lo:g} <= low <= high <= {hi:g}")
+
+
+@dataclass(frozen=True)
+class RainConfig:
+    """Rain synthesis (task derain): streak parameters drawn uniformly from these ranges."""
+
+    per_image: int = 2  # rainy samples per val/test image
+    density: tuple[float, float] = (0.001, 0.006)  # streak centres per pixel
+    length: tuple[float, float] = (0.04, 0.15)  # fraction of the longer side
+    brightness: tuple[float, float] = (0.25, 0.8)
+    heavy: bool = False  # an atmospheric veil as well (y = a (x + r) + (1 - a) A)
+
+    def __post_init__(self) -> None:
+        _check(self.per_image >= 1, "degrade.rain.per_image", "must be >= 1")
+        _check_range(self.density, 1e-5, 0.1, "degrade.rain.density")
+        _check_range(self.length, 0.005, 1.0, "degrade.rain.length")
+        _check_range(self.brightness, 0.01, 1.0, "degrade.rain.brightness")
+
+
+@dataclass(frozen=True)
+class HazeConfig:
+    """Haze synthesis (task dehaze): ``y = x t + A (1 - t)``, ``t = exp(-beta d)``."""
+
+    per_image: int = 2  # hazy samples per val/test image
+    beta: tuple[float, float] = (0.6, 1.8)
+    airlight: tuple[float, float] = (0.7, 1.0)
+    # a folder of depth maps named like the images (any image format; larger = farther);
+    # "" uses the proxy (a smooth random field plus a vertical gradient) for every image
+    depth_folder: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.per_image >= 1, "degrade.haze.per_image", "must be >= 1")
+        _check_range(self.beta, 0.0, 10.0, "degrade.haze.beta")
+        _check_range(self.airlight, 0.05, 1.0, "degrade.haze.airlight")
+
+
 @dataclass(frozen=True)
 class DegradeConfig:
     kernels: KernelConfig = field(default_factory=KernelConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    rain: RainConfig = field(default_factory=RainConfig)
+    haze: HazeConfig = field(default_factory=HazeConfig)
 
 
 @dataclass(frozen=True)
@@ -225,6 +266,17 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        if self.base.task == "deblur":
+            return
+        # the rain and haze models (pipeline.models.task_models) have one proxy on the
+        # observation, a per-pixel map and learned rho_k: the deblurring model's variants do not apply
+        task, m = self.base.task, self.model
+        for key, value, default in (("proxy_sharing", m.proxy_sharing, "once"), ("proxy_output", m.proxy_output, "map"),
+                                    ("rho", m.rho, "estimated"), ("learn_rho", m.learn_rho, False)):
+            _check(value == default, f"model.{key}", f"only {default!r} for task {task} (a deblurring variant)")
+        _check(self.train.num_workers == 1, "train.num_workers", f"must be 1 for task {task}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.device import autocast
+from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS, constant_maps, hqs
 from pipeline.physics.blur import BlurPhysics
 from pipeline.tiling import Tiled
 
 TASKS = ("deblur", "derain", "dehaze")
-AVAILABLE_TASKS = ("deblur",)  # tasks with physics here; the others are accepted but refused
 DEFAULT_BLEND = 16
 
 
@@ -153,6 +153,28 @@ def deblur_channels(model: UnfoldedHQS, y: torch.Tensor, kernel: torch.Tensor, m
     if c == 1:
         res = deblur(model, y.expand(m, -1, -1)[None], kernel, max_pixels, blend, amp)
         return res.x[0].mean(0, keepdim=True), res.noise_map[0]
+    raise ValueError(f"cannot restore a {c}-channel image with a {m}-channel model")
+
+
+@torch.no_grad()
+def restore_blind(model: nn.Module, y: torch.Tensor, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rain or haze removal of one image ``y (C, H, W)`` by a task model, untiled (the dark
+    channel prior's airlight is a whole-image estimate). Returns ``x (C, H, W)`` and the proxy's
+    map ``(1, H, W)`` (the predicted density / residual level). A grey image is replicated to
+    the model's channels and its output averaged back; a colour image with a grey model is
+    restored channel by channel (maps averaged)."""
+    c, m = y.shape[0], model.denoiser.channels
+    with autocast(y.device, amp):
+        if c == m:
+            out = model(Observation(y[None]))
+            return out.x[0].float(), out.noise_maps[0][0].float()
+        if c == 1:
+            out = model(Observation(y.expand(m, -1, -1)[None]))
+            return out.x[0].float().mean(0, keepdim=True), out.noise_maps[0][0].float()
+        if m == 1:
+            outs = [model(Observation(y[i:i + 1][None])) for i in range(c)]
+            return (torch.cat([o.x[0].float() for o in outs]),
+                    torch.stack([o.noise_maps[0][0].float() for o in outs]).mean(0))
     raise ValueError(f"cannot restore a {c}-channel image with a {m}-channel model")
 
 

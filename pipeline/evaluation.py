@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.baselines.filters import dark_channel_prior, median_derain
 from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
 from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
 from pipeline.baselines.tuning import CLASSICAL, tuned_schedule
 from pipeline.data import chw_to_hwc
 from pipeline.device import autocast
 from pipeline.metrics import kernel_crop, psnr, ssim
+from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
 
@@ -108,6 +110,43 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
     return Restoration(out, guidance, noise_estimate, est, rhos)
 
 
+TASK_METHODS = ("input", "learned", "no_guidance", "classical")
+CLASSICAL_TASK = {"derain": "median filtering (min(y, median_5(y)))",
+                  "dehaze": "dark channel prior with guided-filter refinement"}
+
+
+def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
+    """The classical baseline of a blind task on ``y (C, H, W)``: the median-filter rain
+    decomposition or the dark channel prior with guided filtering (:mod:`pipeline.baselines.filters`)."""
+    if task == "derain":
+        return median_derain(y)
+    if task == "dehaze":
+        return dark_channel_prior(y)[0]
+    raise ValueError(f"no classical baseline for task {task!r}")
+
+
+@torch.no_grad()
+def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch.device,
+                 ablation: torch.nn.Module | None = None, target: np.ndarray | None = None) -> Restoration:
+    """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
+    model), ``classical`` and, with an ``ablation`` model (trained with guidance ``none``),
+    ``no_guidance``. ``noise_estimate`` is the proxy's map on ``y`` (the predicted density /
+    residual level), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
+    true guidance map, is what a model with ``oracle`` guidance is given."""
+    yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
+    truth = torch.from_numpy(target)[None].to(device) if target is not None else None
+    out: dict[str, np.ndarray] = {"input": y}
+    with autocast(device):
+        res = model(Observation(yt), sigma_map=truth)
+        out["learned"] = res.x[0].float().clamp(0, 1).cpu().numpy()
+        estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
+        if ablation is not None:
+            out["no_guidance"] = ablation(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
+    out["classical"] = classical_restore(task, y)
+    guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
+    return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
+
+
 def score(outputs: dict[str, np.ndarray], x: np.ndarray, kernel_shape: tuple[int, int]) -> dict[str, dict[str, float]]:
     """``{method: {"psnr": .., "ssim": ..}}`` against ``x (C, H, W)``, kernel border cropped."""
     crop = kernel_crop(kernel_shape)
@@ -123,7 +162,9 @@ def level_key(level: float) -> str:
 def aggregate(rows: list[dict], noise_levels: list[float], methods: list[str]) -> dict:
     """The metrics JSON from per-(sample, method) rows with keys ``method, noise_level, psnr, ssim,
     image, kernel_id``: per noise level and overall means (overall = mean of the per-level means,
-    so every level weighs the same)."""
+    so every level weighs the same). With no ``noise_levels`` (rain, haze: rows without
+    ``noise_level`` nor ``kernel_id``) the overall means are over all rows and the per-level
+    tables are empty."""
     result: dict = {"noise_levels": [float(l) if l != int(l) else int(l) for l in noise_levels], "methods": {}}
     for m in methods:
         entry: dict = {"psnr": {}, "ssim": {}}
@@ -134,8 +175,11 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: list[str]) -
                 if vals:
                     entry[metric][level_key(level)] = float(np.mean(vals))
                     per_level.append(float(np.mean(vals)))
+            if not noise_levels:  # rain, haze: no noise levels, the mean over every sample
+                per_level = [float(np.mean(vals))] if (vals := [r[metric] for r in rows if r["method"] == m]) else []
             entry[f"{metric}_mean"] = float(np.mean(per_level)) if per_level else float("nan")
         result["methods"][m] = entry
     result["n_images"] = len({r["image"] for r in rows})
-    result["n_kernels"] = len({r["kernel_id"] for r in rows})
+    if any("kernel_id" in r for r in rows):
+        result["n_kernels"] = len({r["kernel_id"] for r in rows})
     return result

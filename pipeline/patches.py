@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from pipeline.generators.kernels import KernelSample
-from pipeline.synthesis import batch_tensors, degrade
+from pipeline.models.task_models import haze_residual_level
+from pipeline.synthesis import TaskSpec, batch_tensors, degrade, degrade_task
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,40 @@ class NoiseSpec:
     spread: float = 0.8
 
 
-class PatchSampler:
-    """Fresh degraded training patches every batch, from a fixed, seeded kernel bank.
+class _Crops:
+    """Random ``P x P`` crops (with a random flip and quarter turn) of ``(C, H, W)`` images."""
+
+    def __init__(self, images: list[np.ndarray], patch_size: int, rng: np.random.Generator):
+        self.images = [im for im in images if min(im.shape[-2:]) >= patch_size]
+        if not self.images:
+            raise ValueError(f"no training image is at least {patch_size}x{patch_size} (train.patch_size)")
+        self.p, self.rng = patch_size, rng
+
+    def window(self, image: np.ndarray) -> tuple[int, int, bool, int]:
+        """``(top, left, flip, quarter turns)`` drawn for ``image``."""
+        h, w = image.shape[-2:]
+        top, left = self.rng.integers(h - self.p + 1), self.rng.integers(w - self.p + 1)
+        return int(top), int(left), bool(self.rng.uniform() < 0.5), int(self.rng.integers(4))
+
+    def cut(self, array: np.ndarray, window: tuple[int, int, bool, int]) -> np.ndarray:
+        """The window of ``array (C, H, W)``: ``(C, P, P)``."""
+        top, left, flip, turns = window
+        patch = array[:, top : top + self.p, left : left + self.p]
+        if flip:
+            patch = patch[:, :, ::-1]
+        return np.ascontiguousarray(np.rot90(patch, k=turns, axes=(1, 2)))
+
+    def clean_patch(self) -> np.ndarray:
+        img = self.images[self.rng.integers(len(self.images))]
+        return self.cut(img, self.window(img))
+
+    def clean_batch(self, batch_size: int) -> torch.Tensor:
+        """``(B, C, P, P)`` clean patches (for pre-training the denoiser)."""
+        return torch.from_numpy(np.stack([self.clean_patch() for _ in range(batch_size)]))
+
+
+class PatchSampler(_Crops):
+    """Fresh blurred, noisy training patches every batch, from a fixed, seeded kernel bank.
 
     Args:
         images: ``(C, H, W)`` clean training images.
@@ -34,23 +67,8 @@ class PatchSampler:
 
     def __init__(self, images: list[np.ndarray], kernels: list[KernelSample], noise: NoiseSpec,
                  patch_size: int, kernel_size: int, rng: np.random.Generator):
-        self.images = [im for im in images if min(im.shape[-2:]) >= patch_size]
-        if not self.images:
-            raise ValueError(f"no training image is at least {patch_size}x{patch_size} (train.patch_size)")
-        self.kernels, self.noise, self.p, self.kernel_size, self.rng = kernels, noise, patch_size, kernel_size, rng
-
-    def clean_patch(self) -> np.ndarray:
-        img = self.images[self.rng.integers(len(self.images))]
-        h, w = img.shape[-2:]
-        top, left = self.rng.integers(h - self.p + 1), self.rng.integers(w - self.p + 1)
-        patch = img[:, top : top + self.p, left : left + self.p]
-        if self.rng.uniform() < 0.5:
-            patch = patch[:, :, ::-1]
-        return np.ascontiguousarray(np.rot90(patch, k=int(self.rng.integers(4)), axes=(1, 2)))
-
-    def clean_batch(self, batch_size: int) -> torch.Tensor:
-        """``(B, C, P, P)`` clean patches (for pre-training the denoiser)."""
-        return torch.from_numpy(np.stack([self.clean_patch() for _ in range(batch_size)]))
+        super().__init__(images, patch_size, rng)
+        self.kernels, self.noise, self.kernel_size = kernels, noise, kernel_size
 
     def blur_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Degraded patches: ``x, y (B, C, P, P)``, ``sigma (B, 1, P, P)``, ``kernel (B, k, k)``."""
@@ -62,3 +80,32 @@ class PatchSampler:
             samples.append(degrade(x, kernel, level, self.noise.mode, self.noise.spread, self.rng))
             clean.append(x)
         return batch_tensors(samples, clean, self.kernel_size)
+
+    def degraded_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        return self.blur_batch(batch_size)
+
+
+class TaskPatchSampler(_Crops):
+    """Fresh rainy or hazy training patches: the whole image is degraded (so streak lengths and
+    depth fields have the scale they have in the degrade stage), then cropped.
+
+    Returns ``x, y (B, C, P, P)`` and ``sigma (B, 1, P, P)``: the guidance target (the crop of
+    the streak density; for haze the residual level of the patch itself, as the model sees it).
+    """
+
+    def __init__(self, images: list[np.ndarray], spec: TaskSpec, patch_size: int, rng: np.random.Generator):
+        super().__init__(images, patch_size, rng)
+        self.spec = spec
+
+    def degraded_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        xs, ys, targets = [], [], []
+        for _ in range(batch_size):
+            img = self.images[self.rng.integers(len(self.images))]
+            sample = degrade_task(img, self.spec, self.rng, with_target=self.spec.task == "derain")
+            window = self.window(img)
+            xs.append(self.cut(img, window))
+            ys.append(self.cut(sample.y, window))
+            targets.append(self.cut(sample.target, window))
+        x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+        sigma = haze_residual_level(y, x) if self.spec.task == "dehaze" else torch.from_numpy(np.stack(targets))
+        return {"x": x, "y": y, "sigma": sigma}

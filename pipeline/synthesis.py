@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.config import DegradeConfig
 from pipeline.generators import noise_maps
+from pipeline.generators.haze import add_haze
 from pipeline.generators.kernels import KernelSample, pad_to
+from pipeline.generators.rain import RainSpec, add_rain
+from pipeline.models.task_models import haze_residual_level
 from pipeline.physics.blur import blur, psf2otf
 from pipeline.physics.noise import add_gaussian_noise
 
@@ -63,3 +67,53 @@ def batch_tensors(samples: list[BlurSample], clean: list[np.ndarray], kernel_siz
         "sigma": torch.from_numpy(np.stack([s.sigma_map for s in samples])),
         "kernel": torch.from_numpy(np.stack([pad_to(s.kernel, kernel_size) for s in samples])),
     }
+
+
+@dataclass
+class TaskSample:
+    """One rainy or hazy observation and its recorded ground truth of degradation.
+
+    ``y (C, H, W)``; ``target (1, H, W)`` the guidance map the proxy learns (the streak density
+    for rain, the residual degradation level for haze); ``truth`` the drawn degradation itself
+    (rain: ``streaks (1, H, W)``, ``density``; haze: ``t (1, H, W)``, ``airlight (C,)``, ``depth (H, W)``).
+    """
+
+    y: np.ndarray
+    target: np.ndarray
+    truth: dict[str, np.ndarray]
+    record: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What is drawn for the rain and haze tasks (ranges as in :mod:`pipeline.generators`)."""
+
+    task: str  # derain | dehaze
+    rain: RainSpec = RainSpec()
+    beta: tuple[float, float] = (0.6, 1.8)
+    airlight: tuple[float, float] = (0.7, 1.0)
+
+
+def task_spec(task: str, cfg: DegradeConfig) -> TaskSpec:
+    """The rain / haze draws of the ``degrade`` config (``degrade.rain``, ``degrade.haze``)."""
+    r, h = cfg.rain, cfg.haze
+    return TaskSpec(task, RainSpec(density=r.density, length=r.length, brightness=r.brightness, heavy=r.heavy),
+                    h.beta, h.airlight)
+
+
+def degrade_task(x: np.ndarray, spec: TaskSpec, rng: np.random.Generator, depth: np.ndarray | None = None,
+                 with_target: bool = True) -> TaskSample:
+    """Rain or haze on ``x (C, H, W)`` (``depth (H, W)``: a given depth map for haze, else the
+    proxy). ``with_target=False`` skips the haze target (training computes it on its crops:
+    ``target`` is then empty). Raises ValueError for a depth map of another size than the image."""
+    if spec.task == "derain":
+        s = add_rain(x, rng, spec.rain)
+        return TaskSample(s.y, s.density, {"streaks": s.streaks[:1], "density": s.density}, s.record)
+    if spec.task == "dehaze":
+        s = add_haze(x, rng, depth, spec.beta, spec.airlight)
+        target = np.zeros((0,) + x.shape[-2:], np.float32)
+        if with_target:
+            xt = torch.from_numpy(np.ascontiguousarray(x))[None]
+            target = haze_residual_level(torch.from_numpy(s.y)[None], xt)[0].numpy()
+        return TaskSample(s.y, target, {"t": s.t, "airlight": s.airlight, "depth": s.depth}, s.record)
+    raise ValueError(f"unknown task {spec.task!r}; known: derain, dehaze")

@@ -1,6 +1,7 @@
 """Restore your own photos with a trained model.
 
     python -m stages.enhance --task deblur --kernel K --in PATH --out PATH [--model M] [options]
+    python -m stages.enhance --task derain|dehaze --in PATH --out PATH [--model M] [options]
 
 --in is one image (PNG, JPEG, TIFF, BMP; 8 or 16 bit; grey or colour) or a folder, searched
 recursively and mirrored under --out (same relative paths, same file formats). Each output keeps
@@ -19,7 +20,11 @@ training); the networks run in overlapping tiles, with a halo of their receptive
 cosine blending, when the image has more than --max-megapixels (equal to the untiled result up
 to float rounding; peak memory: about 100 bytes per pixel plus one tile).
 
---task derain and dehaze are accepted for the future but refused: no model exists for them yet.
+--task derain and dehaze take no kernel: their models (trained by `dvc repro` with
+base.task derain / dehaze) estimate the streaks / the transmission and airlight themselves.
+They run on the whole image (the airlight is a whole-image estimate), so an image over
+--max-megapixels is refused rather than tiled; --save-guidance writes the predicted rain
+density / residual haze level map.
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ from pipeline import io
 from pipeline.checkpoint import load_model
 from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
-from pipeline.enhance import AVAILABLE_TASKS, DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image
+from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
+    restore_blind
 from stages.common import log, run_main
 from stages.tracking import fetch_checkpoint, is_model_uri
 
@@ -46,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m stages.enhance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=TASKS, default="deblur",
-                   help="what to undo (default deblur; derain and dehaze: not available yet)")
+                   help="what to undo (default deblur; derain and dehaze need a model trained for them)")
     p.add_argument("--in", dest="inp", required=True, metavar="PATH", help="an image file or a folder of images")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output file (for one image; a folder or a name without image suffix: written inside it)"
@@ -134,33 +140,36 @@ def load(ref: str, task: str, device: torch.device):
 def load_checked(path: Path, ref: str, task: str, device: torch.device):
     model, _, state = load_model(path, task=None, device=device)
     if state["task"] != task:
-        if task not in AVAILABLE_TASKS:
-            raise io.InputError(f"--task {task} is not available yet: no model for this task ({ref} restores '{state['task']}')")
         raise io.InputError(f"{ref}: a model for task '{state['task']}', not '{task}'")
-    if task not in AVAILABLE_TASKS:
-        raise io.InputError(f"--task {task} is not available yet: this version has no {task} physics")
     if model.guidance_mode == "oracle":
         raise io.InputError(f"{ref}: a model with guidance 'oracle' needs the true noise map; it cannot restore photos")
     return model
 
 
-def enhance_one(job: Job, model, kernel: np.ndarray, kernel_id: str, device: torch.device, args) -> None:
-    """Read, restore and write one image (atomically); InputError for anything wrong with it."""
+def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, device: torch.device, args) -> None:
+    """Read, restore and write one image (atomically); InputError for anything wrong with it.
+    ``kernel`` None: a rain / haze model."""
     img = io.read_image(job.src, gray=False)  # (H, W, 3); grey files replicated, undone below
     fmt = probe_image(job.src)
     if not fmt.colour:
         img = img[..., :1]
     h, w = img.shape[:2]
-    kh, kw = kernel.shape
-    if kh > h or kw > w:
-        raise io.InputError(f"{job.src}: the kernel {kernel_id} ({kh}x{kw}) is larger than the image ({h}x{w})")
     max_pixels = int(args.max_megapixels * 1e6) if args.max_megapixels > 0 else None
     y = torch.from_numpy(hwc_to_chw(img)).to(device)
-    try:
-        x, noise = deblur_channels(model, y, torch.from_numpy(kernel).to(device), max_pixels, args.blend,
-                                   amp=not args.no_amp)
-    except ValueError as exc:  # a budget too small for one tile, a channel mismatch
-        raise io.InputError(f"{job.src}: {exc}") from exc
+    if kernel is None:
+        if max_pixels is not None and h * w > max_pixels:
+            raise io.InputError(f"{job.src}: {h}x{w} is over --max-megapixels {args.max_megapixels:g}; the {args.task}"
+                                " model runs untiled (raise --max-megapixels, or 0 for no limit)")
+        x, noise = restore_blind(model, y, amp=not args.no_amp)
+    else:
+        kh, kw = kernel.shape
+        if kh > h or kw > w:
+            raise io.InputError(f"{job.src}: the kernel {kernel_id} ({kh}x{kw}) is larger than the image ({h}x{w})")
+        try:
+            x, noise = deblur_channels(model, y, torch.from_numpy(kernel).to(device), max_pixels, args.blend,
+                                       amp=not args.no_amp)
+        except ValueError as exc:  # a budget too small for one tile, a channel mismatch
+            raise io.InputError(f"{job.src}: {exc}") from exc
     out = np.clip(chw_to_hwc(x.cpu().numpy()), 0.0, 1.0)
     try:
         io.write_image(job.dst, out, bits=output_bits(fmt, job.dst.suffix))
@@ -184,7 +193,12 @@ def main(argv: list[str] | None = None) -> None:
         raise io.InputError(f"--device {args.device}: {exc}") from exc
     jobs = plan_jobs(Path(args.inp), Path(args.out))
     model = load(args.model, args.task, device)
-    kernel_id, kernel = load_kernel(args.kernel, args.kernel_index)
+    if args.task == "deblur":
+        kernel_id, kernel = load_kernel(args.kernel, args.kernel_index)
+    elif args.kernel:
+        raise io.InputError(f"--kernel is for --task deblur: the {args.task} model estimates the degradation itself")
+    else:
+        kernel_id, kernel = "", None
     for folder in sorted({j.dst.parent for j in jobs}):
         check_writable(folder)
     failures: list[str] = []

@@ -9,6 +9,13 @@ one ``skimage.restoration.estimate_sigma`` estimates from the input (``*_estimat
 ``true_sigma_map`` (the IRCNN rule driven by the true per-pixel noise map).
 Writes ``metrics.json`` (``dvc metrics show``), ``per_image.csv``, ``psnr_by_noise.csv``
 (``dvc plots``), ``stages.csv`` (learned rho_k and guidance per stage) and ``visuals/``.
+
+Rain and haze (``base.task`` derain / dehaze): ``input``, ``learned``, ``classical`` (median
+filtering / the dark channel prior with a guided filter) and, given ``--ablation-model`` (a
+model trained with ``model.guidance: none``), ``no_guidance``; ``metrics.json`` has the same
+shape with no noise levels (``psnr_mean``/``ssim_mean`` over every test sample), and
+``guidance.csv`` scores the proxy's map against the true one (density / residual level). There
+is nothing to tune for them: ``tuned.yaml`` is not read.
 """
 from __future__ import annotations
 
@@ -21,17 +28,71 @@ from pipeline import io
 from pipeline.checkpoint import load_model
 from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device, set_threads
-from pipeline.evaluation import ALL_METHODS, aggregate, restore, score
+from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, restore, restore_task, score
 from stages.common import log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
 def pick_visuals(rows: list[dict], n: int) -> set[str]:
     """``n`` test samples evenly spread over the noise levels, for the report's grid."""
-    ordered = sorted(rows, key=lambda r: (float(r["noise_level"]), r["sample_id"]))
+    ordered = sorted(rows, key=lambda r: (float(r.get("noise_level", 0)), r["sample_id"]))
     if n <= 0 or not ordered:
         return set()
     return {ordered[int(i)]["sample_id"] for i in np.linspace(0, len(ordered) - 1, min(n, len(ordered))).round()}
+
+
+def test_samples(degraded: Path) -> list[dict]:
+    tests = [r for r in io.read_csv(degraded / "samples.csv") if r["split"] == "test"]
+    if not tests:
+        raise io.InputError(f"{degraded / 'samples.csv'}: no test samples")
+    return tests
+
+
+def each_sample(tests: list[dict], prepared: Path, degraded: Path, quiet: bool):
+    """``(row, arrays of samples/<id>.npz, clean image (C, H, W))`` per test sample, with a progress bar."""
+    for r in tqdm(tests, desc="evaluate", disable=quiet):
+        s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
+        yield r, s, hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=s["y"].shape[0] == 1))
+
+
+def evaluate_task(params, args, device) -> None:
+    """The rain / haze evaluation (see the module's docstring)."""
+    task, cfg = params.base.task, params.evaluate
+    prepared, degraded = Path(args.prepared), Path(args.degraded)
+    model = load_model(Path(args.models) / "model.pt", task=task, device=device)[0]
+    ablation = load_model(args.ablation_model, task=task, device=device)[0] if args.ablation_model else None
+    methods = [m for m in TASK_METHODS if m != "no_guidance" or ablation is not None]
+    tests = test_samples(degraded)
+    visual_ids = pick_visuals(tests, cfg.n_visuals)
+    with stage_run("evaluate", params, {"device": str(device)}) as tracker:
+        rows, stage_rows, guidance_rows = [], [], []
+        with io.atomic_dir(args.out) as out:
+            for r, s, x in each_sample(tests, prepared, degraded, args.quiet):
+                res = restore_task(task, s["y"], model, device, ablation, s["target"])
+                for m, sc in score(res.outputs, x, (1, 1)).items():
+                    rows.append({"sample_id": r["sample_id"], "image": r["image"], "method": m, **sc})
+                target = s["target"][0]
+                guidance_rows.append({"sample_id": r["sample_id"], "mae": float(np.abs(res.noise_estimate - target).mean()),
+                                      "true_mean": float(target.mean()), "estimate_mean": float(res.noise_estimate.mean())})
+                for k, g in enumerate(res.guidance):
+                    stage_rows.append({"sample_id": r["sample_id"], "stage": k + 1, "rho": float(res.rhos[k]),
+                                       "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255})
+                if r["sample_id"] in visual_ids:
+                    io.save_npz(out / "visuals" / f"{r['sample_id']}.npz", ground_truth=x, target_true=target,
+                                target_estimate=res.noise_estimate, **{f"method__{m}": o for m, o in res.outputs.items()},
+                                **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)})
+            metrics = aggregate(rows, [], methods)
+            metrics["task"] = task
+            metrics["guidance_mae"] = float(np.mean([g["mae"] for g in guidance_rows]))
+            io.write_json(out / "metrics.json", metrics)
+            io.write_csv(out / "per_image.csv", rows)
+            io.write_csv(out / "guidance.csv", guidance_rows)
+            io.write_csv(out / "stages.csv", stage_rows)
+        flat = {f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")}
+        tracker.log_metrics({**flat, "guidance_mae": metrics["guidance_mae"]})
+        tracker.log_artifact(Path(args.out) / "metrics.json")
+        tracker.log_artifact(Path(args.out) / "per_image.csv")
+        log.info("%s: mean PSNR %s", task, {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
 
 
 def main() -> None:
@@ -41,27 +102,28 @@ def main() -> None:
     p.add_argument("--models", default="models")
     p.add_argument("--tuned", default="tuned.yaml", help="the tune stage's winners")
     p.add_argument("--out", default="results")
+    p.add_argument("--ablation-model", default="",
+                   help="rain/haze: a model trained with guidance 'none', evaluated as no_guidance")
     args = p.parse_args()
     params = load_params(args.params)
-    cfg = params.evaluate
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
+    if params.base.task != "deblur":
+        evaluate_task(params, args, device)
+        return
+    cfg = params.evaluate
     prepared, degraded = Path(args.prepared), Path(args.degraded)
     model, denoiser, _ = load_model(Path(args.models) / "model.pt", task=params.base.task, device=device)
     if denoiser is None:
         raise io.InputError(f"{args.models}/model.pt has no pre-trained denoiser for the plug-and-play baselines")
-    tests = [r for r in io.read_csv(degraded / "samples.csv") if r["split"] == "test"]
-    if not tests:
-        raise io.InputError(f"{degraded / 'samples.csv'}: no test samples")
+    tests = test_samples(degraded)
     visual_ids = pick_visuals(tests, cfg.n_visuals)
     tuned = io.read_yaml(args.tuned)
 
     with stage_run("evaluate", params, {"device": str(device)}) as tracker:
         rows, stage_rows, guidance_err = [], [], []
         with io.atomic_dir(args.out) as out:
-            for r in tqdm(tests, desc="evaluate", disable=args.quiet):
-                s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
-                x = hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=s["y"].shape[0] == 1))
+            for r, s, x in each_sample(tests, prepared, degraded, args.quiet):
                 res = restore(s["y"], s["kernel"], s["sigma"], model, denoiser, device, cfg.nominal_sigma / 100.0,
                               cfg.ircnn_iters, cfg.dpir_iters, ALL_METHODS, tuned)
                 scores = score(res.outputs, x, s["kernel"].shape)

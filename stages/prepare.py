@@ -1,5 +1,8 @@
 """DVC stage ``prepare``: load the dataset, split it, write images and a manifest.
 
+Grey unless ``prepare.color``; rain and haze (``base.task`` derain / dehaze) are colour tasks,
+so their images always keep colour.
+
     python -m stages.prepare --params params.yaml --out data/prepared
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ def main() -> None:
         rows = []
         with io.atomic_dir(args.out) as out:
             for name, origin in items:
-                img = load(origin, gray=not cfg.color, max_side=cfg.max_side)
+                img = load(origin, gray=not (cfg.color or params.base.task != "deblur"), max_side=cfg.max_side)
                 path = out / "images" / f"{name}.png"
                 io.write_image(path, img, bits=16)
                 rows.append({"name": name, "origin": origin, "split": splits[name], "height": img.shape[0],

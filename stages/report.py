@@ -4,7 +4,9 @@
 
 Reads only what earlier stages wrote: ``results/metrics.json`` (required), ``per_image.csv``,
 ``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/history.csv`` and ``models/train.json``
-(each optional: a missing one empties its section and is named on the page). Writes, as a
+(each optional: a missing one empties its section and is named on the page). A rain or haze run (``metrics.json`` names its ``task``) gets its own
+layout: the results table, training curves, the visual grid with the predicted rain density /
+residual haze level against the true map, and the per-stage maps. Writes, as a
 whole (the folder is replaced atomically), ``index.html`` (self-contained: inline CSS, figures
 embedded as base64 PNG, opens offline), ``report.md`` and ``figures/*.png``.
 """
@@ -20,7 +22,9 @@ import pandas as pd  # noqa: E402
 
 from pipeline import io  # noqa: E402
 from pipeline.report import figures as figs  # noqa: E402
-from pipeline.report.page import Report, ReportInputs, compose, psnr_gap, render_html, render_markdown  # noqa: E402
+from pipeline.config import ReportConfig  # noqa: E402
+from pipeline.report.page import Report, ReportInputs, compose, compose_task, psnr_gap, render_html, \
+    render_markdown  # noqa: E402
 from stages.common import load_params, log, parser, run_main  # noqa: E402
 from stages.tracking import stage_run  # noqa: E402
 
@@ -102,7 +106,13 @@ def main() -> None:
     for path in inputs.missing:
         log.warning("report input not found, its section stays empty: %s", path)
     with stage_run("report", params) as tracker:
-        report = compose(inputs, params.report.title, params.report.visual_methods)
+        task = inputs.metrics.get("task", "deblur")
+        if task == "deblur":
+            report = compose(inputs, params.report.title, params.report.visual_methods)
+        else:  # the default title names deblurring
+            title = params.report.title if params.report.title != ReportConfig.title else \
+                f"hyperguide: learned hyper-guidance for {task}"
+            report = compose_task(inputs, title)
         with io.atomic_dir(args.out) as out:
             written = write_report(report, out)
         gap = psnr_gap(inputs.metrics)

@@ -194,7 +194,7 @@ def run_trial(task: dict) -> dict:
         state = train_data_parallel(params, prepared, degraded, trial_dir / "checkpoint.pt", trial_dir / "dp_model.pt",
                                     task["num_cpus"], task["num_gpus"])
         channels = int(io.read_csv(prepared / "manifest.csv")[0]["channels"])
-        model = build_model(params.model, channels)
+        model = build_model(params.model, channels, task=params.base.task)
         model.load_state_dict(state["model"])
         history, seconds, resumed = state["history"], state["seconds"], state["resumed_from"]
     else:
@@ -395,6 +395,9 @@ def main() -> None:
     load_params(args.params)  # the params file alone must be valid (clear errors first)
     base = read_yaml(Path(args.params), "params file") or {}
     spec = load_spec(Path(args.sweep), base)
+    task = params_from_dict(merge(base, spec.overrides)).base.task
+    if task != "deblur":  # the trials are scored per noise level on blurred validation samples
+        raise ConfigError(f"base.task {task}: ablation sweeps run for deblur only (not yet for rain and haze)")
     prepared, degraded = Path(args.prepared), Path(args.degraded)
     for path in (prepared / "manifest.csv", degraded / "samples.csv"):
         if not path.exists():
@@ -412,7 +415,6 @@ def main() -> None:
     pending = [t for t in trials if t.trial_id not in done]
     log.info("sweep %s: %d trials, %d already finished (read back), %d to run", spec.name, len(trials), len(done),
              len(pending))
-    task = params_from_dict(merge(base, spec.overrides)).base.task
     tracking = None if args.no_tracking else open_parent_run(out, spec, task, len(trials))
     t0 = time.perf_counter()
     records, startup = run_pending(pending, spec, out, prepared, degraded, tracking, args.num_cpus, args.object_store_mb,

@@ -24,12 +24,13 @@ from pipeline.bilevel.trainer import Trainer, ValSample
 from pipeline.checkpoint import MODEL_FORMAT, save_model
 from pipeline.config import to_dict
 from pipeline.data import hwc_to_chw
-from pipeline.patches import NoiseSpec, PatchSampler
+from pipeline.patches import NoiseSpec, PatchSampler, TaskPatchSampler
 from pipeline.device import pick_device, set_threads
 from pipeline.enhance import PackagedDeblur
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
+from pipeline.synthesis import task_spec
 from stages.common import log, load_params, parser, run_main
 from stages.tracking import stage_run
 
@@ -65,7 +66,7 @@ def training_setup(params, prepared: Path, degraded: Path) -> tuple:
     """What the bilevel training of ``params`` reads and builds: ``(train images (C, H, W),
     validation samples, channels, patch sampler, model, config key, sampler rng)``. Shared by
     this stage and the sweep's trials (``stages.sweep``), so both train exactly alike."""
-    cfg, seed = params.train, params.base.seed
+    cfg, seed, task = params.train, params.base.seed, params.base.task
     manifest = io.read_csv(prepared / "manifest.csv")
     channels = int(manifest[0]["channels"])
     gray = channels == 1
@@ -73,24 +74,28 @@ def training_setup(params, prepared: Path, degraded: Path) -> tuple:
               for r in manifest if r["split"] == "train"]
     if not images:
         raise io.InputError(f"{prepared / 'manifest.csv'}: no image in the train split")
-    val = []
     val_rows = [r for r in io.read_csv(degraded / "samples.csv") if r["split"] == "val"]
     # an evenly spread subset keeps the training curve cheap (tune and evaluate use all of them)
     step = max(1, -(-len(val_rows) // cfg.val_samples))
+    val = []
     for r in val_rows[::step]:
         s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
         x = hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=gray))
-        val.append(ValSample(torch.from_numpy(s["y"])[None], torch.from_numpy(x)[None],
-                             torch.from_numpy(s["sigma"])[None], torch.from_numpy(s["kernel"])))
+        target, kernel = (s["sigma"], torch.from_numpy(s["kernel"])) if task == "deblur" else (s["target"], None)
+        val.append(ValSample(torch.from_numpy(s["y"])[None], torch.from_numpy(x)[None], torch.from_numpy(target)[None],
+                             kernel))
 
-    # Training always draws from generated kernels: user kernel files are for evaluation.
-    krng = rng_for(seed, "train-kernels")
-    kernels = [sample_kernel(krng, params.degrade.kernels.motion_fraction, params.degrade.kernels.max_size)
-               for _ in range(cfg.train_kernels)]
     rng = rng_for(seed, "train-stream")
-    noise = NoiseSpec(*params.degrade.noise.range, params.degrade.noise.mode, params.degrade.noise.spread)
-    sampler = PatchSampler(images, kernels, noise, cfg.patch_size, params.degrade.kernels.max_size, rng)
-    model = build_model(params.model, channels)
+    if task == "deblur":
+        # Training always draws from generated kernels: user kernel files are for evaluation.
+        krng = rng_for(seed, "train-kernels")
+        kernels = [sample_kernel(krng, params.degrade.kernels.motion_fraction, params.degrade.kernels.max_size)
+                   for _ in range(cfg.train_kernels)]
+        noise = NoiseSpec(*params.degrade.noise.range, params.degrade.noise.mode, params.degrade.noise.spread)
+        sampler = PatchSampler(images, kernels, noise, cfg.patch_size, params.degrade.kernels.max_size, rng)
+    else:  # rain and haze patches are degraded by the degrade stage's generators, on the fly
+        sampler = TaskPatchSampler(images, task_spec(task, params.degrade), cfg.patch_size, rng)
+    model = build_model(params.model, channels, task=task)
     model.activation_checkpointing = cfg.activation_checkpointing
     # The data is part of the key too: a checkpoint trained on other images never resumes here.
     key_src = json.dumps({**{k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
@@ -156,6 +161,9 @@ def main() -> None:
         tracker.log_artifact(out / "model.pt", "model")
         if params.model.guidance == "oracle":  # it needs the true noise map: nothing to serve
             log.info("oracle guidance: not logged as an MLflow model (model.pt is logged as an artifact)")
+        elif params.base.task != "deblur":
+            log.info("task %s: not logged in MLflow's PyTorch format (model.pt is logged as an artifact)",
+                     params.base.task)
         else:
             uri = log_mlflow_model(tracker, model, out / "model.pt", channels, params)
             log.info("logged the model to MLflow as %s (and runs:/%s/model)", uri, tracker.run_id)

@@ -8,7 +8,8 @@ Searches (TPE, seeded, persistent studies that resume): one blind HQS schedule
 (``optuna_per_noise``, non-blind), and the knob of each classical method (Wiener balance,
 Richardson-Lucy iterations, TV weight). The pre-trained denoiser is the prior, as for every
 plug-and-play baseline. Writes the winners to ``tuned.yaml``, which ``evaluate`` and the
-benchmark command read, so ``dvc repro`` reproduces them.
+benchmark command read, so ``dvc repro`` reproduces them. Rain and haze (``base.task``) have
+nothing to tune: the stage logs so and writes a ``tuned.yaml`` saying it was skipped.
 """
 from __future__ import annotations
 
@@ -87,6 +88,15 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params)
     cfg, seed = params.tune, params.base.seed
+    if params.base.task != "deblur":
+        # the rain and haze baselines have no schedule to search: the DVC output still exists
+        with stage_run("tune", params, {"skipped": "true"}) as tracker:
+            log.info("task %s: nothing to tune (the hand-set schedules are deblurring baselines); tune skipped",
+                     params.base.task)
+            io.write_text(args.out, f"# Written by the tune stage: task {params.base.task} has nothing to tune.\n"
+                          + yaml.safe_dump({"task": params.base.task, "skipped": True}, sort_keys=False))
+            tracker.log_artifact(args.out)
+        return
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
     model_path = Path(args.models) / "model.pt"

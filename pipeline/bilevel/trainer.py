@@ -23,11 +23,12 @@ from tqdm import tqdm
 from pipeline.bilevel.parallel import mean_value, shard, world
 from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale, strategy_options
 from pipeline.config import TrainConfig
-from pipeline.patches import PatchSampler
+from pipeline.patches import PatchSampler, TaskPatchSampler
 from pipeline.device import autocast
 from pipeline.generators import noise_maps
 from pipeline.io import atomic_path
 from pipeline.metrics import psnr
+from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
 
@@ -41,12 +42,19 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class ValSample:
-    """A fixed validation observation: ``y, x (1, C, H, W)``, ``sigma (1, 1, H, W)``, ``kernel (k, k)``."""
+    """A fixed validation observation: ``y, x (1, C, H, W)``, ``sigma (1, 1, H, W)`` (the true
+    guidance map), ``kernel (k, k)`` (deblurring; ``None`` for rain and haze)."""
 
     y: torch.Tensor
     x: torch.Tensor
     sigma: torch.Tensor
-    kernel: torch.Tensor
+    kernel: torch.Tensor | None = None
+
+
+def bind_physics(y: torch.Tensor, kernel: torch.Tensor | None) -> BlurPhysics | Observation:
+    """The forward model the unfolded model takes: the blur bound to ``y (B, C, H, W)`` and
+    ``kernel (B, k, k)`` or ``(k, k)``, or, for the blind tasks (``kernel`` None), ``y`` alone."""
+    return BlurPhysics(y, kernel) if kernel is not None else Observation(y)
 
 
 def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_max: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +80,10 @@ class Trainer:
     """Pre-train ``model.denoiser`` on denoising, then train the unfolded model bilevel.
 
     Args:
-        model: the unfolded model (its denoiser is the one pre-trained).
-        sampler: training patches.
+        model: the unfolded model (its denoiser is the one pre-trained): the deblurring one or a
+            rain / haze model (:mod:`pipeline.models.task_models`).
+        sampler: training patches (``clean_batch``, ``degraded_batch``: a batch with ``kernel``
+            is a blur, one without it a blind task's).
         cfg: the ``train`` config.
         device: where to compute.
         rng: the sampler's generator (saved in checkpoints so a resumed run continues the same stream).
@@ -83,7 +93,7 @@ class Trainer:
         log_fn: called with each history row (``phase``, ``step``, losses, ``val_psnr``...).
     """
 
-    def __init__(self, model: UnfoldedHQS, sampler: PatchSampler, cfg: TrainConfig, device: torch.device,
+    def __init__(self, model: UnfoldedHQS, sampler: PatchSampler | TaskPatchSampler, cfg: TrainConfig, device: torch.device,
                  rng: np.random.Generator, checkpoint: Path | None = None, config_key: str = "",
                  val: list[ValSample] | None = None, log_fn: Callable[[dict], None] | None = None,
                  progress: bool = True):
@@ -211,17 +221,17 @@ class Trainer:
         apply_step(self.pre_opt, loss)
         losses = {"loss": loss.item()}
         if self.model.guidance_mode == "learned":
-            b = {k: shard(v) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
+            b = {k: shard(v) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
             with autocast(self.device):
-                estimate = self.model.proxy(b["y"].to(self.device))
+                estimate = self.model.proxy_map(b["y"].to(self.device))
             g = F.mse_loss(estimate.float(), b["sigma"].to(self.device))
             apply_step(self.proxy_opt, self.cfg.guidance_weight * g)
             losses["guidance_loss"] = g.item()
         return losses
 
     def _bilevel_step(self) -> dict[str, float]:
-        b = {k: shard(v).to(self.device) for k, v in self.sampler.blur_batch(self.cfg.batch_size).items()}
-        batch = {"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "sigma": b["sigma"]}
+        b = {k: shard(v).to(self.device) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
+        batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "sigma": b["sigma"]}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))
         with autocast(self.device):
@@ -229,8 +239,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, phase: str) -> float:
-        """Mean PSNR on the validation samples: the denoiser alone (pre-training: a PnP run is
-        not yet meaningful, so denoise the blurred image's noise) or the unfolded model."""
+        """Mean PSNR on the validation samples: the denoiser alone (deblurring pre-training: a PnP
+        run is not yet meaningful, so denoise the blurred image's noise) or the unfolded model
+        (the rain and haze models start from classical estimates, so from the first phase on)."""
         if not self.val:
             return float("nan")
         self.model.eval()
@@ -238,12 +249,12 @@ class Trainer:
         for s in self.val:
             y, x, sigma = s.y.to(self.device), s.x.to(self.device), s.sigma.to(self.device)
             with autocast(self.device):
-                if phase == "pretrain":
+                if phase == "pretrain" and s.kernel is not None:
                     target = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image
                     out = self.model.denoiser(y, sigma)
                 else:
                     target = x
-                    out = self.model(BlurPhysics(y, s.kernel), sigma_map=sigma).x
+                    out = self.model(bind_physics(y, s.kernel), sigma_map=sigma).x
             scores.append(psnr(out[0].float().permute(1, 2, 0).cpu().numpy(), target[0].permute(1, 2, 0).cpu().numpy()))
         self.model.train()
         return float(np.mean(scores))

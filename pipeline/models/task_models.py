@@ -19,6 +19,7 @@ at a nominal level, since no noise level describes these tasks.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,15 @@ from pipeline.physics.haze import HazePhysics, T_MIN
 from pipeline.physics.rain import RainPhysics
 
 S_FLOOR = 2.0 / 255.0  # the weakest denoising any stage ends on
+
+
+@dataclass
+class Observation:
+    """A blind task's view of the forward model: only the observation ``y (B, C, H, W)``; the
+    rain and haze models estimate the operator themselves. Stands where the deblurring model
+    takes its bound physics, so the bilevel strategies drive every task alike."""
+
+    y: torch.Tensor
 
 
 class MapNet(nn.Module):
@@ -68,6 +78,23 @@ class _TaskUnfolded(nn.Module):
         self.guidance_gain = nn.Parameter(torch.zeros(stages))
         nominal = ircnn_schedule(nominal_sigma, stages, s_start=sigma_start).sigmas
         self.register_buffer("nominal_sigmas", nominal.clone().float())
+        # the interface the trainer and the strategies share with the deblurring model
+        self.proxy_sharing, self.activation_checkpointing = "once", False
+
+    def inner_parameters(self) -> list[nn.Parameter]:
+        """``theta`` of the inner problem: the proxy's parameters (what the guidance loss depends on)."""
+        return list(self.proxy.parameters())
+
+    def sync_proxies(self) -> None:
+        """Nothing to copy: one proxy, on the observation."""
+
+    def proxy_map(self, y: torch.Tensor) -> torch.Tensor:
+        """The proxy's map on ``y`` (pre-training's inner problem): :meth:`estimate_noise`."""
+        return self.estimate_noise(y)
+
+    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+        """The proxy's guidance map ``(B, 1, H, W)`` on the observation ``y (B, C, H, W)``."""
+        raise NotImplementedError
 
     def stage_map(self, k: int, level: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The map fed to the denoiser at stage ``k``: the nominal schedule (``none``) or the
@@ -75,6 +102,22 @@ class _TaskUnfolded(nn.Module):
         if self.guidance_mode == "none":
             return self.nominal_sigmas[k].to(z).expand(z.shape[0], 1, *z.shape[-2:])
         return _decay(level, k, self.stages, self.guidance_gain[k], self.sigma_start)
+
+
+def median_derain_init(y: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """``min(y, median_size(y))`` per channel on ``y (B, C, H, W)`` (reflected borders): the
+    median-filter rain decomposition of :func:`pipeline.baselines.filters.median_derain`, the
+    derain model's starting point."""
+    r = size // 2
+    b, c, h, w = y.shape
+
+    def symmetric(n: int) -> torch.Tensor:  # scipy's "reflect": d c b a | a b c d | d c b a
+        i = torch.arange(-r, n + r, device=y.device) % (2 * n)
+        return torch.where(i < n, i, 2 * n - 1 - i)
+
+    padded = y[:, :, symmetric(h)][:, :, :, symmetric(w)]
+    med = F.unfold(padded, size).reshape(b, c, size * size, h, w).median(dim=2).values
+    return torch.minimum(y, med)
 
 
 class UnfoldedDerain(_TaskUnfolded):
@@ -109,16 +152,21 @@ class UnfoldedDerain(_TaskUnfolded):
         residual = (y - x).mean(1, keepdim=True).clamp_min(0.0)
         return residual * torch.exp(self.streak_net(torch.cat([y, x], 1)).clamp(-5.0, 5.0))
 
-    def forward(self, y: torch.Tensor, density: torch.Tensor | None = None) -> UnfoldedOutput:
-        """``y (B, C, H, W)``; ``density (B, 1, H, W)`` only for ``oracle``. ``noise_maps`` holds
-        the predicted density (the inner level's target)."""
+    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+        return self.estimate_density(y)
+
+    def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
+        """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
+        density, only for ``oracle``. ``noise_maps`` holds the predicted density (the inner
+        level's target)."""
+        y, density = getattr(y, "y", y), sigma_map
         if self.guidance_mode == "oracle" and density is None:
             raise ValueError("guidance_mode 'oracle' needs the true density map")
         pred = self.estimate_density(y)
         level = density if self.guidance_mode == "oracle" else pred
         level = torch.exp(self.density_scale) * level + S_FLOOR
-        # the first streak estimate: y against a local minimum (rain is thin and bright)
-        x = -F.max_pool2d(-y, 5, stride=1, padding=2)
+        # the first estimate: the classical decomposition (rain is thin and bright)
+        x = median_derain_init(y)
         maps = []
         rhos = torch.exp(self.log_rho)
         for k in range(self.stages):
@@ -131,7 +179,17 @@ class UnfoldedDerain(_TaskUnfolded):
 
 
 def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Mean over ``(2r+1)^2`` windows of ``(B, C, H, W)`` (windows cut at the borders), separably."""
+    k = 2 * radius + 1
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+
+
+def _min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Minimum over ``size x size`` windows (odd ``size``) of ``(B, C, H, W)``, separably."""
+    r = size // 2
+    x = -F.max_pool2d(-x, (size, 1), stride=1, padding=(r, 0))
+    return -F.max_pool2d(-x, (1, size), stride=1, padding=(0, r))
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -147,14 +205,25 @@ def dark_channel_init(y: torch.Tensor, patch: int = 15, omega: float = 0.95) -> 
     and the airlight ``(B, C, 1, 1)`` (mean colour of the 0.1 % haziest pixels)."""
     side = min(y.shape[-2:])
     patch = max(3, min(patch, side // 8 * 2 + 1))
-    dark = -F.max_pool2d(-y.min(1, keepdim=True).values, patch, stride=1, padding=patch // 2)
+    dark = _min_filter(y.min(1, keepdim=True).values, patch)
     n = max(1, dark[0].numel() // 1000)
     idx = dark.flatten(1).topk(n, dim=1).indices  # (B, n)
     airlight = torch.gather(y.flatten(2), 2, idx[:, None].expand(-1, y.shape[1], -1)).mean(2)[..., None, None]
     norm = y / airlight.clamp_min(1e-3)
-    t = 1.0 - omega * -F.max_pool2d(-norm.min(1, keepdim=True).values, patch, stride=1, padding=patch // 2)
+    t = 1.0 - omega * _min_filter(norm.min(1, keepdim=True).values, patch)
     t = guided_filter(y.mean(1, keepdim=True), t, max(2, side // 8), 1e-3)
     return t.clamp(0.1, 1.0), airlight
+
+
+def haze_residual_level(y: torch.Tensor, x: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """The dehazing guidance target: the local RMS error ``(B, 1, H, W)`` of the classical start
+    (the exact inversion with the dark channel prior's ``t`` and ``A``) against the clear ``x``,
+    over ``(2 radius + 1)^2`` windows. ``y, x (B, C, H, W)``. What :class:`UnfoldedDehaze`'s
+    proxy predicts from ``y``: where the data step's output is still degraded, and how much."""
+    with torch.no_grad():
+        t0, airlight = dark_channel_init(y)
+        err = (HazePhysics(y, t0, airlight).init() - x).pow(2).mean(1, keepdim=True)
+        return _box(err, radius).clamp_min(0.0).sqrt()
 
 
 class UnfoldedDehaze(_TaskUnfolded):
@@ -179,8 +248,15 @@ class UnfoldedDehaze(_TaskUnfolded):
         grows where the transmission is low (the inversion amplifies everything by ``1/t``)."""
         return F.softplus(self.proxy(torch.cat([y, t], 1)) + math.log(math.e**0.02 - 1)) * (1.0 / t.clamp_min(0.1)) ** 0.5
 
-    def forward(self, y: torch.Tensor, residual: torch.Tensor | None = None) -> UnfoldedOutput:
-        """``y (B, C, H, W)``; ``residual (B, 1, H, W)`` only for ``oracle``."""
+    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t0, _ = dark_channel_init(y)
+        return self.estimate_residual(y, t0)
+
+    def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
+        """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
+        residual level (:func:`haze_residual_level`), only for ``oracle``."""
+        y, residual = getattr(y, "y", y), sigma_map
         if self.guidance_mode == "oracle" and residual is None:
             raise ValueError("guidance_mode 'oracle' needs the true residual map")
         with torch.no_grad():

@@ -163,6 +163,10 @@ class UnfoldedHQS(nn.Module):
         extra = list(self.stage_proxies.parameters()) if self.proxy_sharing == "per_stage" else []
         return list(self.proxy.parameters()) + extra
 
+    def proxy_map(self, y: torch.Tensor) -> torch.Tensor:
+        """The proxy's raw map ``(B, 1, H, W)`` on ``y`` (pre-training's inner problem)."""
+        return self.proxy(y)
+
     def sync_proxies(self) -> None:
         """Copy ``proxy`` into every stage proxy (after pre-training, which warms ``proxy`` alone)."""
         if self.proxy_sharing == "per_stage":

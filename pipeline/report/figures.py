@@ -232,7 +232,7 @@ def zoom_window(gt: np.ndarray, border: int = 0, fraction: float = 0.33) -> tupl
     return int(cy + lo_y - half), int(cx + lo_x - half), size
 
 
-def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool = True) -> Figure:
+def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool = True, map_name: str = "σ") -> Figure:
     """One row per visual sample: input, ``methods``, ground truth, predicted and true noise maps.
 
     ``visuals``: the arrays of ``results/visuals/<id>.npz`` (``ground_truth``, ``kernel``,
@@ -242,13 +242,15 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
     sample gets a second row showing the same square crop (outlined above) of every panel.
 
     The figure's axes are exactly the grid's (colorbars are insets), ``rows x columns`` in
-    row-major order; a method missing from a sample leaves a blank "n/a" panel.
+    row-major order; a method missing from a sample leaves a blank "n/a" panel. ``map_name``
+    names the maps in the titles (rain and haze: the density, the residual level).
     """
     if not visuals:
         raise ValueError("visual_grid needs at least one visual sample")
     methods = [m for m in dict.fromkeys(methods) if m != "input"]
     image_cols = ["input", *methods, "ground truth"]
-    cols = [*image_cols, "predicted σ", "true σ"]
+    predicted, true = f"predicted {map_name}", f"true {map_name}"
+    cols = [*image_cols, predicted, true]
     per_sample = 2 if zoom else 1
     rows = len(visuals) * per_sample
     # Row heights follow the panels' aspect (a zoom crop is square), so landscape images leave no gaps.
@@ -282,9 +284,9 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
                 if arr is not None:
                     title = f"{name}\n{_panel_psnr(arr, gt, kernel_shape):.2f} dB"
             else:
-                arr = estimate if name == "predicted σ" else sigma_true
+                arr = estimate if name == predicted else sigma_true
                 title = f"{name} (/255)"
-                if name == "predicted σ" and estimate is not None and sigma_true is not None:
+                if name == predicted and estimate is not None and sigma_true is not None:
                     title += f"\nMAE {float(np.mean(np.abs(estimate - sigma_true))):.2f}"
             for r, ax_row in enumerate(row_axes):
                 ax = ax_row[j]
@@ -301,7 +303,7 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
                     _show(ax, view)
                 else:
                     im = ax.imshow(view, cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
-                    if name == "true σ":
+                    if name == true:
                         cax = ax.inset_axes([1.04, 0.0, 0.06, 1.0])
                         fig.colorbar(im, cax=cax)
                         cax.tick_params(labelsize=7)

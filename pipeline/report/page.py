@@ -359,6 +359,55 @@ def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> 
     return Report(title, sections)
 
 
+TASK_MAPS = {"derain": ("rain density", "the streak density"),
+             "dehaze": ("residual level", "the residual degradation level (local RMS error of the dark channel prior's inversion)")}
+TASK_CLASSICAL = {"derain": "median filtering, `min(y, median_5(y))`",
+                  "dehaze": "the dark channel prior with guided-filter refinement"}
+
+
+def compose_task(inputs: ReportInputs, title: str) -> Report:
+    """The report of a rain or haze run (``metrics["task"]``): the results table, the training
+    curves, the visual grid with the proxy's predicted map against the true one, the per-stage maps."""
+    m = inputs.metrics
+    task = str(m.get("task"))
+    map_name, map_text = TASK_MAPS.get(task, ("guidance", "the guidance map"))
+    methods = ordered_methods((m.get("methods") or {}).keys())
+    intro = (f"Task **{task}**: evaluated on **{m.get('n_images', '?')}** test images (synthetic), "
+             f"{len(methods)} methods ({', '.join(f'`{x}`' for x in methods)}); `classical` is "
+             f"{TASK_CLASSICAL.get(task, 'the classical baseline')}. The proxy predicts {map_text}; its mean "
+             f"absolute error against the true map: {_fmt(m.get('guidance_mae'), '.4f')}.")
+    if inputs.train and (secs := _finite(inputs.train.get("seconds"))) is not None:
+        intro += f" Training took **{secs:.0f} s** on `{inputs.train.get('device', '?')}`."
+    sections = [Section("What was run", [intro] + (
+        ["Inputs not found (their sections are empty): " + ", ".join(f"`{p}`" for p in inputs.missing)]
+        if inputs.missing else []))]
+    table = results_table(m).rename_axis("")
+    sections.append(Section("Results", [TableBlock(table, "Mean PSNR (dB) / SSIM over the test samples; best in bold.")]))
+    sections.append(Section("Training", [
+        FigureBlock("training_curves", fig_to_png(figs.training_curves(inputs.history)),
+                    "Left: training losses (log scale); right: validation PSNR."),
+    ]))
+    visual = Section("Visual comparison")
+    if inputs.visuals:
+        shown = [x for x in ("classical", "no_guidance", "learned")
+                 if any(f"method__{x}" in v for v in inputs.visuals)]
+        renamed = [{**v, **({"sigma_true": v["target_true"]} if "target_true" in v else {}),
+                    **({"noise_estimate": v["target_estimate"]} if "target_estimate" in v else {})}
+                   for v in inputs.visuals]
+        visual.blocks.append(FigureBlock(
+            "visual_grid", fig_to_png(figs.visual_grid(renamed, shown, map_name=map_name)),
+            f"Per sample: input, restorations (PSNR against the ground truth), ground truth, and the proxy's "
+            f"predicted {map_name} next to the true one (same scale, /255). Second row: the outlined crop, enlarged."))
+        if any(k.startswith("guidance__") for k in inputs.visuals[0]):
+            visual.blocks.append(FigureBlock(
+                "guidance_maps", fig_to_png(figs.guidance_maps(inputs.visuals[0])),
+                f"The map fed to the denoiser per stage for `{inputs.visuals[0].get('sample_id', '')}`."))
+    else:
+        visual.blocks.append("No visual samples in the results (`evaluate.n_visuals` is 0 or the folder is empty).")
+    sections.append(visual)
+    return Report(title, sections)
+
+
 # --------------------------------------------------------------------------- rendering
 
 

@@ -45,3 +45,10 @@ def test_dark_channel_init_recovers_transmission_on_synthetic_haze(clean):
     assert t.shape == (1, 1, *clean.shape[-2:]) and 0.1 <= t.min() and t.max() <= 1.0
     assert abs(float(airlight.mean()) - float(s.airlight.mean())) < 0.1
     assert np.corrcoef(t[0, 0].numpy().ravel(), s.t[0].ravel())[0, 1] > 0.3
+
+
+def test_derain_starts_from_the_classical_decomposition(clean):
+    from pipeline.baselines.filters import median_derain
+    from pipeline.models.task_models import median_derain_init
+    y = add_rain(clean, np.random.default_rng(2)).y
+    assert np.array_equal(median_derain_init(torch.from_numpy(y)[None])[0].numpy(), median_derain(y))

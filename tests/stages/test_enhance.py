@@ -27,7 +27,7 @@ QUANT_16 = 1.0 / 65535  # a 16-bit write/read round trip errs by at most half of
 
 def tiny_checkpoint(path, task="deblur"):
     torch.manual_seed(0)
-    model = build_model(TINY, 1).eval()
+    model = build_model(TINY, 1, task=task).eval()
     save_model(path, model, TINY, 1, task, pretrained_denoiser=model.denoiser.state_dict())
     return model
 
@@ -158,7 +158,7 @@ def test_checkpoint_for_another_task_is_refused(assets, tmp_path, caplog):
     assert "a model for task 'derain', not 'deblur'" in caplog.text
     caplog.clear()
     assert run_in_process(caplog, *common, "--task", "dehaze", "--model", str(assets / "model.pt")) == 2
-    assert "--task dehaze is not available yet: no model for this task" in caplog.text
+    assert "a model for task 'deblur', not 'dehaze'" in caplog.text
     assert not out.exists()
 
 
@@ -188,3 +188,28 @@ def test_help_explains_every_option(capsys):
     for option in ("--task", "--kernel-index", "--model", "--max-megapixels", "--save-guidance", "--device",
                    "runs:/", "weights_only", "derain"):
         assert option in text
+
+
+@pytest.mark.parametrize("task", ["derain", "dehaze"])
+def test_rain_and_haze_models_restore_a_folder_without_a_kernel(assets, tmp_path, caplog, task):
+    torch.manual_seed(0)
+    model = build_model(TINY, 3, task=task).eval()
+    save_model(tmp_path / "model.pt", model, TINY, 3, task)
+    out = tmp_path / "out"
+    common = ["--task", task, "--in", str(assets / "in"), "--model", str(tmp_path / "model.pt")]
+    assert run_in_process(caplog, *common, "--out", str(out), "--save-guidance") == 0
+    colour = io.read_image(out / "colour.png", gray=False)
+    assert probe_image(out / "colour.png").bits == 16 and probe_image(out / "sub" / "grey.jpg").colour is False
+    from pipeline.models.task_models import Observation
+    y = torch.from_numpy(hwc_to_chw(io.read_image(assets / "in" / "colour.png", gray=False)))[None]
+    with torch.no_grad():
+        expected = model(Observation(y)).x[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+    assert np.abs(colour - expected).max() <= QUANT_16
+    assert np.load(out / "colour_guidance.npy").shape == (40, 44, 1)
+    caplog.clear()
+    assert run_in_process(caplog, *common, "--out", str(tmp_path / "k"), "--kernel", str(assets / "kernel.npy")) == 2
+    assert "--kernel is for --task deblur" in caplog.text
+    caplog.clear()
+    assert run_in_process(caplog, *common[:2], "--in", str(assets / "in" / "colour.png"), "--out", str(tmp_path / "b.png"),
+                          "--model", str(tmp_path / "model.pt"), "--max-megapixels", "0.001") == 2
+    assert "over --max-megapixels" in caplog.text and not (tmp_path / "b.png").exists()
