@@ -174,7 +174,7 @@ def test_implicit_hypergradient_matches_finite_differences_on_the_model(method):
         for _ in range(30):
             v = vec.detach().requires_grad_()
             grad = torch.autograd.grad(g_vec(v), v, create_graph=True)[0]
-            if float(grad.abs().max()) < 1e-15:
+            if float(grad.detach().abs().max()) < 1e-15:
                 break
             hess = torch.stack([torch.autograd.grad(grad[i], v, retain_graph=True)[0] for i in range(2)])
             vec = (v - torch.linalg.solve(hess, grad)).detach()
