@@ -1,6 +1,6 @@
 """Inference time of the learned K-stage model against 30-iteration IRCNN plug-and-play.
 
-    python benchmarks/inference_speed.py [--model models/model.pt] [--size 256] [--kernels 2]
+    python benchmarks/inference_speed.py [--model models/deblur/model.pt] [--size 256] [--kernels 2]
         [--noise 3] [--iterations 30] [--device auto]
 
 Both on the same degraded images (scikit-image photographs, grey, centre-cropped to --size,
@@ -72,7 +72,7 @@ def timed(fn, device: torch.device):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(ROOT / "models" / "model.pt"))
+    p.add_argument("--model", default=str(ROOT / "models" / "deblur" / "model.pt"))
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--kernels", type=int, default=2)
     p.add_argument("--noise", type=float, default=3.0, help="percent")

@@ -1,6 +1,6 @@
 """Time and peak memory of the enhance path from 128x128 to 2048x2048, with tiling.
 
-    python benchmarks/scaling.py [--model models/model.pt] [--max-side 2048] [--max-megapixels 0.25]
+    python benchmarks/scaling.py [--model models/deblur/model.pt] [--max-side 2048] [--max-megapixels 0.25]
         [--untiled-up-to 512] [--device auto]
 
 Each size runs in a fresh process (peak memory is a process-wide high-water mark): a grey
@@ -89,7 +89,7 @@ def run_worker(args: argparse.Namespace, side: int, max_mp: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=str(ROOT / "models" / "model.pt"))
+    p.add_argument("--model", default=str(ROOT / "models" / "deblur" / "model.pt"))
     p.add_argument("--max-side", type=int, default=2048)
     p.add_argument("--max-megapixels", type=float, default=0.25, help="tile the networks past this (the budget)")
     p.add_argument("--untiled-up-to", type=int, default=512, help="also run untiled up to this side")

@@ -42,8 +42,8 @@ def prepare_data(folder: Path, steps: int) -> dict:
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["stages.prepare", "--out", "data/prepared"],
-                ["stages.degrade", "--prepared", "data/prepared", "--out", "data/degraded"]):
+    for cmd in (["stages.prepare", "--out", "data/deblur/prepared"],
+                ["stages.degrade", "--prepared", "data/deblur/prepared", "--out", "data/deblur/degraded"]):
         subprocess.run([sys.executable, "-m", *cmd, "--params", "params.yaml", "--quiet"], cwd=folder, env=env,
                        check=True, capture_output=True)
     return params
@@ -57,7 +57,7 @@ def tasks(folder: Path, params: dict, n: int, tag: str) -> list[dict]:
     for seed in range(n):
         p = to_dict(params_from_dict(merge(params, {"base": {"seed": seed}})))
         out.append({"trial_id": f"{tag}{seed}", "params": p, "dir": str(folder / tag / str(seed)),
-                    "prepared": str(folder / "data" / "prepared"), "degraded": str(folder / "data" / "degraded"),
+                    "prepared": str(folder / "data" / "deblur" / "prepared"), "degraded": str(folder / "data" / "deblur" / "degraded"),
                     "key": tag, "values": [["seed", seed]], "seed": seed, "num_cpus": 1, "num_gpus": 0,
                     "tracking": None, "fault_step": None})
     return out

@@ -18,11 +18,17 @@ class ConfigError(ValueError):
     """A params file that cannot be turned into a valid configuration."""
 
 
+TASKS = ("deblur", "derain", "dehaze")
+Task = Literal["deblur", "derain", "dehaze"]
+
+
 @dataclass(frozen=True)
 class BaseConfig:
     seed: int = 0
-    # deblur (grey by default) | derain | dehaze (colour tasks: prepare keeps colour for them)
-    task: Literal["deblur", "derain", "dehaze"] = "deblur"
+    # deblur (grey by default) | derain | dehaze (colour tasks: prepare keeps colour for them).
+    # Under `dvc repro` every stage is told its task (`--task`, from `tasks.run`); this is the
+    # task of a command run by hand without `--task`.
+    task: Task = "deblur"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
@@ -257,6 +263,19 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class TasksConfig:
+    """``tasks.run``: the tasks one ``dvc repro`` produces side by side (DVC ``foreach``). The
+    per-task overrides (``tasks.<task>``) are merged onto the sections when the params are
+    resolved for a task (:func:`params_from_dict`), so they are not kept here."""
+
+    run: tuple[Task, ...] = TASKS
+
+    def __post_init__(self) -> None:
+        _check(len(self.run) >= 1, "tasks.run", "must name at least one task")
+        _check(len(set(self.run)) == len(self.run), "tasks.run", f"names a task twice: {list(self.run)}")
+
+
+@dataclass(frozen=True)
 class Params:
     base: BaseConfig = field(default_factory=BaseConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -266,6 +285,7 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
 
     def __post_init__(self) -> None:
         if self.base.task == "deblur":
@@ -284,9 +304,60 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def params_from_dict(data: dict[str, Any] | None) -> Params:
-    """Build :class:`Params` from a parsed ``params.yaml``; missing keys take their defaults."""
-    return from_dict(Params, data or {}, "")
+def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Params:
+    """Build :class:`Params` for ``task`` (default: ``base.task``) from a parsed ``params.yaml``;
+    missing keys take their defaults.
+
+    ``tasks.<task>`` (a mapping shaped like the file's sections) is deep-merged onto the sections
+    for that task. Every task's overrides are validated, whichever task is asked for, so a typo
+    in any of them fails every stage at once, naming ``tasks.<task>``.
+    """
+    data = dict(data or {})
+    if not isinstance(data.get("tasks", {}), dict):
+        raise ConfigError(f"tasks: expected a mapping, got {type(data['tasks']).__name__}")
+    tasks = dict(data.pop("tasks", None) or {})
+    for key in tasks:
+        if key not in ("run", *TASKS):
+            close = difflib.get_close_matches(str(key), ["run", *TASKS], n=1)
+            raise ConfigError(f"unknown key 'tasks.{key}'" + (f"; did you mean '{close[0]}'?" if close else
+                                                                f"; known keys: run, {', '.join(TASKS)}"))
+    overrides = {t: tasks.get(t) or {} for t in TASKS}
+    for t, over in overrides.items():
+        if not isinstance(over, dict):
+            raise ConfigError(f"tasks.{t}: expected a mapping of overrides, got {type(over).__name__}")
+        if "tasks" in over or "task" in (over.get("base") or {}):
+            raise ConfigError(f"tasks.{t}: may not set 'tasks' or 'base.task' (the task is the key)")
+    run = {"run": tasks["run"]} if "run" in tasks else {}
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"base: expected a mapping, got {type(base).__name__}")
+    chosen = task if task is not None else base.get("task", "deblur")
+    listed = tasks["run"] if isinstance(tasks.get("run"), list) else list(TASKS)
+    resolved = None
+    for t in dict.fromkeys([chosen, *listed]):
+        if t not in TASKS:
+            close = difflib.get_close_matches(str(t), TASKS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            where = "base.task" if t == chosen and task is None else "task" if t == chosen else "tasks.run"
+            raise ConfigError(f"{where}: {t!r} is not one of {list(TASKS)}{hint}")
+        merged = merge(data, overrides[t])
+        merged["base"] = {**(merged.get("base") or {}), "task": t}
+        try:
+            params = from_dict(Params, {**merged, "tasks": run}, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (task {t}, with tasks.{t} merged onto the sections)" if overrides[t] else
+                              str(exc)) from exc
+        if t == chosen:
+            resolved = params
+    return resolved
+
+
+def pin_task(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a parsed ``params.yaml``) with ``tasks.run`` set to its ``base.task`` alone: for
+    runs of one task (a sweep's trials), whose settings need not suit the other tasks."""
+    tasks = data.get("tasks") if isinstance(data.get("tasks"), dict) else {}
+    base = data.get("base") if isinstance(data.get("base"), dict) else {}
+    return {**data, "tasks": {**tasks, "run": [base.get("task", "deblur")]}}
 
 
 def from_dict(cls: type, data: Any, path: str) -> Any:

@@ -21,7 +21,6 @@ Axes are dotted params keys (``model.stages``, ``train.inner_steps``...), a few 
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ConfigError, Params, flatten, merge, params_from_dict, to_dict
+from pipeline.config import ConfigError, Params, flatten, merge, params_from_dict, pin_task, to_dict
 
 # the ablation axis of METHOD.md §3: each name sets the keys that make it that strategy
 STRATEGY_PRESETS: dict[str, dict] = {
@@ -167,7 +166,7 @@ def parse_sweep(data: Any, base: dict) -> SweepSpec:
            "must be an integer in [0, 20]")
     overrides = data.get("overrides", {}) or {}
     _check(isinstance(overrides, dict), "overrides", "must be a mapping of params sections")
-    start = merge(base, overrides)
+    start = pin_task(merge(base, overrides))  # a sweep explores one task
     try:
         params_from_dict(start)
     except ConfigError as exc:
@@ -207,7 +206,7 @@ def expand(spec: SweepSpec, base: dict, fingerprint: str = "") -> list[Trial]:
     """The grid: every combination of axis values, times every seed, each trial validated (so a
     combination that no single value reveals, e.g. ``num_workers`` with ``unrolled``, is refused
     here too)."""
-    start = merge(base, spec.overrides)
+    start = pin_task(merge(base, spec.overrides))
     trials = []
     for combo in itertools.product(*(a.values for a in spec.axes)):
         values = tuple((a.name, v) for a, v in zip(spec.axes, combo))

@@ -7,7 +7,7 @@
 
 Noise is drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N
 images in sorted order. It uses the model and the tuned schedules that ``dvc repro`` produced
-(``models/model.pt``, ``tuned.yaml``) unless told otherwise. ``oracle_per_image`` searches the
+(``models/<task>/model.pt``, ``tuned/deblur.yaml``) unless told otherwise. ``oracle_per_image`` searches the
 schedule per degraded image against its ground truth (Optuna, in memory, seeded, its first
 trials the tuned global and per-level schedules, so it is never below them): an upper bound
 for any fixed-form schedule. Writes ``metrics.json``, ``per_image.csv``, ``table.md`` and the
@@ -55,7 +55,7 @@ from pipeline.generators.kernels import KernelSample
 from pipeline.generators.seeds import derive_seed
 from pipeline.physics.blur import BlurPhysics
 from pipeline.synthesis import degrade
-from stages.common import log, run_main
+from stages.common import TaskPaths, log, run_main
 
 BENCH_METHODS = (*ALL_METHODS, "oracle_per_image", "no_guidance")
 MISMATCH_TOLD = (1, 2, 3, 4, 5)
@@ -73,8 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="first N images in sorted order (0: all)")
     p.add_argument("--gray", action="store_true", help="evaluate on the grey conversion")
     p.add_argument("--methods", default="", help=f"subset of: {','.join(BENCH_METHODS)}")
-    p.add_argument("--model", default="models/model.pt", help="trained model (checkpoint path)")
-    p.add_argument("--tuned", default="tuned.yaml", help="the tune stage's winners")
+    p.add_argument("--model", default=None, help="trained model (checkpoint path; default models/<task>/model.pt)")
+    p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
     p.add_argument("--oracle-trials", type=int, default=16, help="Optuna trials per image for oracle_per_image")
     p.add_argument("--ircnn-iters", type=int, default=30)
     p.add_argument("--dpir-iters", type=int, default=8)
@@ -88,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    paths = TaskPaths(args.task)
+    args.model = str(paths.model) if args.model is None else args.model
+    args.tuned = str(paths.tuned) if args.tuned is None else args.tuned
     if args.task == "deblur" and not (args.images and args.kernels):
         p.error("--task deblur needs --images and --kernels")
     if args.task != "deblur" and not args.pairs:

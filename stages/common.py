@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from pipeline.config import ConfigError, Params, params_from_dict
+from pipeline.config import TASKS, ConfigError, Params, params_from_dict
 from pipeline.io import InputError
 
 log = logging.getLogger("hyperguide")
@@ -25,19 +26,66 @@ def read_yaml(path: Path, what: str):
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a params file; every error names the file and the key."""
+def load_params(path: str | Path, task: str | None = None) -> Params:
+    """Read and validate a params file, resolved for ``task`` (default: its ``base.task``; the
+    ``tasks.<task>`` overrides merged on); every error names the file and the key."""
     path = Path(path)
     data = read_yaml(path, "params file")
     try:
-        return params_from_dict(data)
+        return params_from_dict(data, task)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TaskPaths:
+    """Where the stages of one task read and write, relative to the project root: the layout of
+    ``dvc.yaml`` (one folder per task, so the tasks run side by side)."""
+
+    task: str
+
+    @property
+    def prepared(self) -> Path:
+        return Path("data") / self.task / "prepared"
+
+    @property
+    def degraded(self) -> Path:
+        return Path("data") / self.task / "degraded"
+
+    @property
+    def models(self) -> Path:
+        return Path("models") / self.task
+
+    @property
+    def model(self) -> Path:
+        return self.models / "model.pt"
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path("checkpoints") / self.task / "train.pt"
+
+    @property
+    def tuned(self) -> Path:
+        return Path("tuned") / f"{self.task}.yaml"
+
+    @property
+    def results(self) -> Path:
+        return Path("results") / self.task
+
+
+def fill_paths(args: argparse.Namespace, task: str, **defaults: str) -> None:
+    """Set every ``args.<name>`` still ``None`` to the :class:`TaskPaths` attribute ``defaults[name]``."""
+    paths = TaskPaths(task)
+    for name, attr in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, str(getattr(paths, attr)))
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params file (validated; unknown keys are errors)")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="the task (default: the params file's base.task); its tasks.<task> overrides apply")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

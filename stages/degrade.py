@@ -1,7 +1,7 @@
 """DVC stage ``degrade``: degrade the validation and test images (blur + noise, rain or haze, by
 ``base.task``), record every draw.
 
-    python -m stages.degrade --params params.yaml --prepared data/prepared --out data/degraded
+    python -m stages.degrade --params params.yaml --task deblur --prepared data/deblur/prepared --out data/deblur/degraded
 
 Test and validation: every image of the split x ``kernels.per_image`` kernels x every
 ``noise.test_levels`` level (validation at the same levels, so baselines can be tuned per level).
@@ -30,7 +30,7 @@ from pipeline.data import chw_to_hwc, hwc_to_chw, limit_size
 from pipeline.generators.kernels import KernelSample, sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.synthesis import degrade, degrade_task, task_spec
-from stages.common import log, load_params, parser, run_main
+from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
@@ -114,10 +114,11 @@ def degrade_tasks(params: Params, prepared: Path, manifest: list[dict], out: Pat
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--prepared", default="data/prepared", help="output of the prepare stage")
-    p.add_argument("--out", default="data/degraded", help="output folder")
+    p.add_argument("--prepared", default=None, help="output of the prepare stage (default data/<task>/prepared)")
+    p.add_argument("--out", default=None, help="output folder (default data/<task>/degraded)")
     args = p.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.task)
+    fill_paths(args, params.base.task, prepared="prepared", out="degraded")
     cfg, seed = params.degrade, params.base.seed
     with stage_run("degrade", params) as tracker:
         manifest = io.read_csv(Path(args.prepared) / "manifest.csv")

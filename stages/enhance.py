@@ -10,7 +10,7 @@ one) restores a colour image channel by channel, each with its own noise estimat
 written atomically: an interrupted or failed run never leaves a half-written file. A bad image
 in a folder is reported and skipped; the run then ends with exit code 2 listing the failures.
 
---model is a checkpoint file (models/model.pt, what `dvc repro` trains) or an MLflow model URI
+--model is a checkpoint file (models/<task>/model.pt, what `dvc repro` trains) or an MLflow model URI
 (runs:/<run_id>/model, models:/hyperguide-deblur/<version>) from the store MLFLOW_TRACKING_URI
 names (default sqlite:///mlflow.db). Either way the weights are read with
 torch.load(weights_only=True): nothing is unpickled.
@@ -44,7 +44,7 @@ from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
 from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
     restore_blind
-from stages.common import log, run_main
+from stages.common import TaskPaths, log, run_main
 from stages.tracking import fetch_checkpoint, is_model_uri
 
 
@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " normalised to sum 1")
     p.add_argument("--kernel-index", type=int, default=0, metavar="N",
                    help="which kernel (1-based) when the file holds several")
-    p.add_argument("--model", default="models/model.pt",
-                   help="checkpoint file or MLflow model URI (runs:/<run_id>/model, models:/<name>/<version>)")
+    p.add_argument("--model", default=None,
+                   help="checkpoint file or MLflow model URI (runs:/<run_id>/model, models:/<name>/<version>);"
+                        " default models/<task>/model.pt")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present, else CPU")
     p.add_argument("--max-megapixels", type=float, default=1.0, metavar="MP",
@@ -76,7 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " restored channel) and <name>_guidance.npy (float32 (H, W, C), exact)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (no effect on CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.model = str(TaskPaths(args.task).model) if args.model is None else args.model
+    return args
 
 
 @dataclass(frozen=True)

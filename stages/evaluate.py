@@ -1,7 +1,7 @@
 """DVC stage ``evaluate``: every method on the test split, PSNR/SSIM per noise level.
 
-    python -m stages.evaluate --params params.yaml --prepared data/prepared \
-        --degraded data/degraded --models models --out results
+    python -m stages.evaluate --params params.yaml --task deblur --prepared data/deblur/prepared \
+        --degraded data/deblur/degraded --models models/deblur --tuned tuned/deblur.yaml --out results/deblur
 
 Methods: ``input``, ``learned`` (the trained unfolded model), IRCNN and DPIR plug-and-play with
 the pre-trained denoiser told a nominal level (``*_blind``), the true one (``*_true``) or the
@@ -29,7 +29,7 @@ from pipeline.checkpoint import load_model
 from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, restore, restore_task, score
-from stages.common import log, load_params, parser, run_main
+from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
@@ -97,15 +97,17 @@ def evaluate_task(params, args, device) -> None:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--degraded", default="data/degraded")
-    p.add_argument("--models", default="models")
-    p.add_argument("--tuned", default="tuned.yaml", help="the tune stage's winners")
-    p.add_argument("--out", default="results")
+    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
+    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p.add_argument("--models", default=None, help="default models/<task>")
+    p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
+    p.add_argument("--out", default=None, help="default results/<task>")
     p.add_argument("--ablation-model", default="",
                    help="rain/haze: a model trained with guidance 'none', evaluated as no_guidance")
     args = p.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.task)
+    fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", models="models", tuned="tuned",
+               out="results")
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
     if params.base.task != "deblur":

@@ -3,7 +3,7 @@
 Grey unless ``prepare.color``; rain and haze (``base.task`` derain / dehaze) are colour tasks,
 so their images always keep colour.
 
-    python -m stages.prepare --params params.yaml --out data/prepared
+    python -m stages.prepare --params params.yaml --task deblur --out data/deblur/prepared
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 from pipeline import io
 from pipeline.config import PrepareConfig
 from pipeline.data import SKIMAGE_DEFAULT, assign_splits, limit_size, load_skimage, to_channels
-from stages.common import log, load_params, parser, run_main
+from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
@@ -49,9 +49,10 @@ def load(origin: str, gray: bool, max_side: int) -> np.ndarray:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--out", default="data/prepared", help="output folder (images/ + manifest.csv)")
+    p.add_argument("--out", default=None, help="output folder (images/ + manifest.csv; default data/<task>/prepared)")
     args = p.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.task)
+    fill_paths(args, params.base.task, out="prepared")
     cfg = params.prepare
     with stage_run("prepare", params) as tracker:
         items = sources(cfg)

@@ -1,11 +1,13 @@
-"""DVC stage ``report``: an HTML page and its Markdown twin from the evaluation and training outputs.
+"""DVC stage ``report``: one HTML page and its Markdown twin for every task of ``tasks.run``.
 
     python -m stages.report --params params.yaml --results results --models models --out reports
 
-Reads only what earlier stages wrote: ``results/metrics.json`` (required), ``per_image.csv``,
-``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/history.csv`` and ``models/train.json``
-(each optional: a missing one empties its section and is named on the page). A rain or haze run (``metrics.json`` names its ``task``) gets its own
-layout: the results table, training curves, the visual grid with the predicted rain density /
+Reads only what earlier stages wrote, per task: ``results/<task>/metrics.json`` (required),
+``per_image.csv``, ``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/<task>/history.csv``
+and ``train.json`` (each optional: a missing one empties its section and is named on the page).
+``--task T`` makes the report of that task alone. Several tasks: an overview table (the learned
+method against the best other method, per task), then each task's sections. A rain or haze
+task gets its own layout: the results table, training curves, the visual grid with the predicted rain density /
 residual haze level against the true map, and the per-stage maps. Writes, as a
 whole (the folder is replaced atomically), ``index.html`` (self-contained: inline CSS, figures
 embedded as base64 PNG, opens offline), ``report.md`` and ``figures/*.png``.
@@ -22,8 +24,8 @@ import pandas as pd  # noqa: E402
 
 from pipeline import io  # noqa: E402
 from pipeline.report import figures as figs  # noqa: E402
-from pipeline.config import ReportConfig  # noqa: E402
-from pipeline.report.page import Report, ReportInputs, compose, compose_task, psnr_gap, render_html, \
+from pipeline.config import Params, ReportConfig  # noqa: E402
+from pipeline.report.page import Report, ReportInputs, combine, compose, compose_task, psnr_gap, render_html, \
     render_markdown  # noqa: E402
 from stages.common import load_params, log, parser, run_main  # noqa: E402
 from stages.tracking import stage_run  # noqa: E402
@@ -95,31 +97,52 @@ def write_report(report: Report, out: Path) -> list[Path]:
     return [*paths, out / "report.md", out / "index.html"]
 
 
+DEFAULT_TITLE = "hyperguide: learned hyper-guidance for deblurring, rain and haze removal"
+
+
+def compose_one(inputs: ReportInputs, params: Params) -> Report:
+    """The report of one task, in that task's layout."""
+    task = inputs.metrics.get("task", "deblur")
+    if task == "deblur":
+        return compose(inputs, params.report.title, params.report.visual_methods)
+    title = params.report.title if params.report.title != ReportConfig.title else \
+        f"hyperguide: learned hyper-guidance for {task}"  # the default title names deblurring
+    return compose_task(inputs, title)
+
+
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--results", default="results", help="the evaluate stage's output folder")
-    p.add_argument("--models", default="models", help="the train stage's output folder")
+    p.add_argument("--results", default="results", help="the evaluate stages' output: <results>/<task>/")
+    p.add_argument("--models", default="models", help="the train stages' output: <models>/<task>/")
     p.add_argument("--out", default="reports", help="report folder (replaced as a whole)")
     args = p.parse_args()
-    params = load_params(args.params)
-    inputs = load_inputs(Path(args.results), Path(args.models))
-    for path in inputs.missing:
-        log.warning("report input not found, its section stays empty: %s", path)
-    with stage_run("report", params) as tracker:
-        task = inputs.metrics.get("task", "deblur")
-        if task == "deblur":
-            report = compose(inputs, params.report.title, params.report.visual_methods)
-        else:  # the default title names deblurring
-            title = params.report.title if params.report.title != ReportConfig.title else \
-                f"hyperguide: learned hyper-guidance for {task}"
-            report = compose_task(inputs, title)
-        with io.atomic_dir(args.out) as out:
-            written = write_report(report, out)
-        gap = psnr_gap(inputs.metrics)
-        if gap is not None:
-            tracker.log_metrics({"learned_minus_ircnn_estimated_psnr": gap})
-        tracker.log_artifact(Path(args.out))
-        log.info("report: %d files in %s (open %s)", len(written), args.out, Path(args.out) / "index.html")
+    params = load_params(args.params, args.task)
+    tasks = [args.task] if args.task else list(params.tasks.run)
+    by_task = {t: load_params(args.params, t) for t in tasks}
+    inputs = {t: load_inputs(Path(args.results) / t, Path(args.models) / t) for t in tasks}
+    for t, got in inputs.items():
+        for path in got.missing:
+            log.warning("report input not found, its section stays empty: %s", path)
+        if got.metrics.get("task", "deblur") != t:
+            raise io.InputError(f"{Path(args.results) / t / 'metrics.json'}: written for task "
+                                f"{got.metrics.get('task', 'deblur')!r}, not {t!r}")
+    reports = {t: compose_one(inputs[t], by_task[t]) for t in tasks}
+    if len(tasks) == 1:
+        report = reports[tasks[0]]
+    else:
+        title = params.report.title if params.report.title != ReportConfig.title else DEFAULT_TITLE
+        report = combine(reports, {t: inputs[t].metrics for t in tasks}, title)
+    with io.atomic_dir(args.out) as out:
+        written = write_report(report, out)
+    # one run per task, in that task's experiment, so each task's runs hold its whole chain
+    for t in tasks:
+        with stage_run("report", by_task[t], {"tasks": ",".join(tasks)}) as tracker:
+            gap = psnr_gap(inputs[t].metrics)
+            if gap is not None:
+                tracker.log_metrics({"learned_minus_ircnn_estimated_psnr": gap})
+            tracker.log_artifact(Path(args.out))
+    log.info("report of %s: %d files in %s (open %s)", ", ".join(tasks), len(written), args.out,
+             Path(args.out) / "index.html")
 
 
 if __name__ == "__main__":

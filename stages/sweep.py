@@ -1,7 +1,7 @@
 """Stage / command ``sweep``: an ablation sweep (``sweeps/*.yaml``) run on Ray, tracked in MLflow.
 
     python -m stages.sweep --sweep sweeps/tiny.yaml --params params.yaml \
-        --prepared data/prepared --degraded data/degraded --out sweeps/results/tiny
+        --prepared data/deblur/prepared --degraded data/deblur/degraded --out sweeps/results/tiny
 
 Ray: a local one with this machine's cores by default (``--num-cpus`` to change), the cluster
 at ``RAY_ADDRESS`` when it is set (``ray start --head`` on one node, ``ray start
@@ -34,10 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from pipeline import io
-from pipeline.config import ConfigError, flatten, merge, params_from_dict
+from pipeline.config import ConfigError, flatten, merge, params_from_dict, pin_task
 from pipeline.sweep import (METRIC, SweepSpec, Trial, expand, markdown_table, parse_sweep, psnr_by_noise_figure,
                             rank, ranking_text, results_frame, stages_figure, time_figure)
 from stages.common import log, load_params, parser, read_yaml, run_main
@@ -127,7 +126,7 @@ def _data_parallel_loop(config: dict) -> None:
     from stages.train import train
 
     torch.set_num_threads(max(1, int(config["threads"])))
-    params = params_from_dict(config["params"])
+    params = params_from_dict(pin_task(config["params"]))
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     trainer, model, _, seconds = train(params, Path(config["prepared"]), Path(config["degraded"]),
                                        Path(config["checkpoint"]), device, config.get("log_fn"))
@@ -177,7 +176,7 @@ def run_trial(task: dict) -> dict:
     attempts = (int(attempts_file.read_text()) if attempts_file.exists() else 0) + 1
     attempts_file.write_text(str(attempts))
     torch.set_num_threads(max(1, int(task["num_cpus"])))  # one thread per requested core: trials don't fight
-    params = params_from_dict(task["params"])
+    params = params_from_dict(pin_task(task["params"]))
     prepared, degraded = Path(task["prepared"]), Path(task["degraded"])
     fault = task.get("fault_step")
 
@@ -383,8 +382,8 @@ def load_spec(sweep_path: Path, base: dict) -> SweepSpec:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sweep", default="sweeps/tiny.yaml", help="the sweep file (axes, seeds, resources)")
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--degraded", default="data/degraded")
+    p.add_argument("--prepared", default="data/deblur/prepared")
+    p.add_argument("--degraded", default="data/deblur/degraded")
     p.add_argument("--out", default=None, help="output folder (default: sweeps/results/<name>)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: cores to use (default: all)")
     p.add_argument("--object-store-mb", type=int, default=0, help="local Ray only: object store size (0: Ray's default)")
@@ -395,7 +394,7 @@ def main() -> None:
     load_params(args.params)  # the params file alone must be valid (clear errors first)
     base = read_yaml(Path(args.params), "params file") or {}
     spec = load_spec(Path(args.sweep), base)
-    task = params_from_dict(merge(base, spec.overrides)).base.task
+    task = params_from_dict(pin_task(merge(base, spec.overrides))).base.task
     if task != "deblur":  # the trials are scored per noise level on blurred validation samples
         raise ConfigError(f"base.task {task}: ablation sweeps run for deblur only (not yet for rain and haze)")
     prepared, degraded = Path(args.prepared), Path(args.degraded)

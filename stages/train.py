@@ -1,7 +1,9 @@
 """DVC stage ``train``: pre-train the conditioned denoiser, then train the unfolded model bilevel.
 
-    python -m stages.train --params params.yaml --prepared data/prepared --degraded data/degraded \
-        --out models --checkpoint checkpoints/train.pt
+    python -m stages.train --params params.yaml --task deblur --prepared data/deblur/prepared \
+        --degraded data/deblur/degraded --out models/deblur --checkpoint checkpoints/deblur/train.pt
+
+(every path defaults to the task's folder: ``data/<task>/...``, ``models/<task>``, ``checkpoints/<task>``).
 
 Checkpoints every ``train.checkpoint_every`` steps to ``--checkpoint`` (kept by DVC between
 runs: ``persist``); a re-run after an interruption resumes from it when the configuration is
@@ -31,7 +33,7 @@ from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
 from pipeline.synthesis import task_spec
-from stages.common import log, load_params, parser, run_main
+from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
@@ -120,12 +122,13 @@ def train(params, prepared: Path, degraded: Path, checkpoint: Path | None, devic
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--degraded", default="data/degraded")
-    p.add_argument("--out", default="models")
-    p.add_argument("--checkpoint", default="checkpoints/train.pt")
+    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
+    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p.add_argument("--out", default=None, help="default models/<task>")
+    p.add_argument("--checkpoint", default=None, help="default checkpoints/<task>/train.pt")
     args = p.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.task)
+    fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", out="models", checkpoint="checkpoint")
     cfg, seed = params.train, params.base.seed
     set_threads(params.base.threads)
     torch.manual_seed(derive_seed(seed, "init") % 2**31)

@@ -1,7 +1,7 @@
 """DVC stage ``tune``: tune the hand-set baselines with Optuna on the validation split.
 
-    python -m stages.tune --params params.yaml --prepared data/prepared --degraded data/degraded \
-        --models models --out tuned.yaml
+    python -m stages.tune --params params.yaml --task deblur --prepared data/deblur/prepared \
+        --degraded data/deblur/degraded --models models/deblur --out tuned/deblur.yaml
 
 Searches (TPE, seeded, persistent studies that resume): one blind HQS schedule
 ``(lam, s_start, s_end, K)`` for all noise levels (``optuna_global``), one per noise level
@@ -29,7 +29,7 @@ from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import level_key
 from pipeline.generators.seeds import derive_seed, rng_for
-from stages.common import log, load_params, parser, run_main
+from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.optuna_adapter import run_study
 from stages.tracking import stage_run
 
@@ -81,12 +81,13 @@ def classical_objective(method: str, samples):
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--prepared", default="data/prepared")
-    p.add_argument("--degraded", default="data/degraded")
-    p.add_argument("--models", default="models")
-    p.add_argument("--out", default="tuned.yaml")
+    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
+    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p.add_argument("--models", default=None, help="default models/<task>")
+    p.add_argument("--out", default=None, help="default tuned/<task>.yaml")
     args = p.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, args.task)
+    fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", models="models", out="tuned")
     cfg, seed = params.tune, params.base.seed
     if params.base.task != "deblur":
         # the rain and haze baselines have no schedule to search: the DVC output still exists

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOT_OUTPUTS = {".venv", ".git", "data", "models", "results", "checkpoints", "reports", "mlflow.db", "mlartifacts",
+ROOT_OUTPUTS = {".venv", ".git", "data", "models", "results", "checkpoints", "reports", "mlflow.db", "mlartifacts", "tuned",
                 "mlruns", ".pytest_cache", "optuna.db", "dvc.lock"}
 
 

@@ -49,3 +49,30 @@ def test_flatten_and_merge():
     assert flat["train.lr"] == 1e-3 and flat["degrade.noise.range"] == [1.0, 7.0]
     merged = merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}})
     assert merged == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+def test_tasks_overrides_apply_to_their_task_only():
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params_from_dict(data).tasks.run == ("deblur", "derain", "dehaze")
+    data["tasks"]["derain"] = {"train": {"steps": 7}, "model": {"stages": 2}}
+    derain, deblur = params_from_dict(data, "derain"), params_from_dict(data, "deblur")
+    assert derain.base.task == "derain" and derain.train.steps == 7 and derain.model.stages == 2
+    assert deblur.base.task == "deblur" and deblur.train.steps == 400 and deblur.model.stages == 5
+    assert params_from_dict({**data, "base": {"task": "derain"}}) == derain  # no --task: base.task picks
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ({"derian": {}}, "unknown key 'tasks.derian'; did you mean 'derain'?"),
+    ({"dehaze": {"train": {"stpes": 1}}}, "unknown key 'train.stpes'; did you mean 'steps'? (task dehaze"),
+    ({"derain": {"model": {"proxy_sharing": "per_stage"}}}, "model.proxy_sharing: only 'once' for task derain"),
+    ({"derain": {"base": {"task": "dehaze"}}}, "tasks.derain: may not set"),
+    ({"derain": [1]}, "tasks.derain: expected a mapping"),
+    ({"run": ["deblur", "deblur"]}, "tasks.run: names a task twice"),
+    ({"run": ["debulr"]}, "did you mean 'deblur'?"),
+    ({"run": []}, "tasks.run: must name at least one task"),
+])
+def test_tasks_section_errors_are_named_whatever_task_is_asked(tasks, message):
+    # a typo in any task's overrides fails every stage, not only that task's
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"tasks": tasks}, "deblur")
+    assert message in str(err.value)

@@ -408,6 +408,50 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
     return Report(title, sections)
 
 
+TASK_NAMES = {"deblur": "Deblurring", "derain": "Rain removal", "dehaze": "Haze removal"}
+BOUND_OR_REFERENCE = BOUND_METHODS | {"input", "oracle_per_image"}  # not competitors in the overview
+
+
+def overview_table(metrics_by_task: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per task: mean PSNR / SSIM of ``learned``, the best competing method (bounds,
+    ``oracle_per_image`` and ``input`` excluded) and the learned method's PSNR margin over it."""
+    rows = {}
+    for task, m in metrics_by_task.items():
+        entries = m.get("methods") or {}
+        mean = {k: (_finite((v or {}).get("psnr_mean")), _finite((v or {}).get("ssim_mean"))) for k, v in entries.items()}
+        rivals = {k: v for k, v in mean.items() if k != HIGHLIGHT and k not in BOUND_OR_REFERENCE and v[0] is not None}
+        best = max(rivals, key=lambda k: rivals[k][0]) if rivals else None
+        own = mean.get(HIGHLIGHT, (None, None))
+        margin = None if best is None or own[0] is None else own[0] - rivals[best][0]
+        rows[TASK_NAMES.get(task, task)] = {
+            "test images": str(m.get("n_images", MISSING)),
+            "input": _fmt(mean.get("input", (None,))[0], ".2f"),
+            "learned": f"{_fmt(own[0], '.2f')} / {_fmt(own[1], '.3f')}",
+            "best other method": MISSING if best is None else f"`{best}` {rivals[best][0]:.2f} / {_fmt(rivals[best][1], '.3f')}",
+            "learned − best other (dB)": _bold(_fmt(margin, "+.2f"), margin is not None and margin > 0),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+def combine(reports: Mapping[str, Report], metrics_by_task: Mapping[str, Mapping], title: str) -> Report:
+    """One report of several tasks: an overview table, then each task's sections, titled by the
+    task, with figure names prefixed by the task (``deblur_visual_grid``) so the files don't clash."""
+    overview = Section("Overview", [
+        "One `dvc repro` ran these tasks side by side (`tasks.run` in `params.yaml`). Mean PSNR (dB) / SSIM "
+        "on each task's synthetic test split; the margin is over the best method that is neither a bound "
+        "nor an oracle.",
+        TableBlock(overview_table(metrics_by_task), "Per task: the learned hyper-guidance against the best other method."),
+    ])
+    sections = [overview]
+    for task, report in reports.items():
+        name = TASK_NAMES.get(task, task)
+        for section in report.sections:
+            blocks = [FigureBlock(f"{task}_{b.name}", b.png, b.caption) if isinstance(b, FigureBlock) else b
+                      for b in section.blocks]
+            sections.append(Section(f"{name}: {section.title}", blocks))
+    return Report(title, sections)
+
+
 # --------------------------------------------------------------------------- rendering
 
 

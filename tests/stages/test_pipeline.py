@@ -1,4 +1,5 @@
-"""The real tools end to end: `dvc repro` of the test profile, a no-op re-run, MLflow runs."""
+"""The real tools end to end: `dvc repro` of the test profile (every task side by side), a no-op
+re-run, MLflow runs."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,10 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from conftest import project_env
+from pipeline import io
 from pipeline.evaluation import ALL_METHODS
 
 STAGES = {"prepare", "degrade", "train", "tune", "evaluate", "report"}
@@ -19,25 +22,64 @@ def dvc(root, *args, timeout=600):
                           timeout=timeout)
 
 
-@pytest.mark.slow
-def test_dvc_repro_test_profile_then_noop_and_mlflow_runs(project_copy):
-    t0 = time.perf_counter()
-    first = dvc(project_copy, "repro")
-    chain_seconds = time.perf_counter() - t0
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    print(f"test-profile chain: {chain_seconds:.1f} s")
+TRUTH = {"derain": {"y", "target", "streaks", "density"}, "dehaze": {"y", "target", "t", "airlight", "depth"}}
+TASKS = ("deblur", "derain", "dehaze")
 
-    metrics = json.loads((project_copy / "results" / "metrics.json").read_text())
+
+def check_deblur(root):
+    metrics = json.loads((root / "results" / "deblur" / "metrics.json").read_text())
     assert set(metrics["methods"]) == set(ALL_METHODS)
     for name, entry in metrics["methods"].items():
         assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
         assert set(entry["psnr"]) == {"1", "5"}, name
+    assert (root / "models" / "deblur" / "model.pt").exists()
+    assert {"global", "per_noise"} <= set(yaml.safe_load((root / "tuned" / "deblur.yaml").read_text()))
+    return metrics
+
+
+def check_task(root, task):
+    metrics = json.loads((root / "results" / task / "metrics.json").read_text())
+    assert metrics["task"] == task and metrics["noise_levels"] == [] and metrics["n_images"] == 2
+    assert set(metrics["methods"]) == {"input", "learned", "classical"}
+    for name, entry in metrics["methods"].items():
+        assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
+    assert math.isfinite(metrics["guidance_mae"])
+    samples = io.read_csv(root / "data" / task / "degraded" / "samples.csv")
+    assert {r["split"] for r in samples} == {"val", "test"} and len(samples) == 3  # 2 test + 1 val images, 1 draw each
+    arrays = io.load_npz(root / "data" / task / "degraded" / "samples" / f"{samples[0]['sample_id']}.npz")
+    assert set(arrays) == TRUTH[task] and arrays["y"].shape[0] == 3 and arrays["target"].shape == (1, *arrays["y"].shape[1:])
+    assert yaml.safe_load((root / "tuned" / f"{task}.yaml").read_text()) == {"task": task, "skipped": True}
+    from pipeline.checkpoint import load_model
+    from pipeline.models.factory import TASK_MODELS
+    model = load_model(root / "models" / task / "model.pt", task=task)[0]
+    assert isinstance(model, TASK_MODELS[task]) and model.stages == 2  # the profile's tasks.<task> override
+    return metrics
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(project_copy):
+    t0 = time.perf_counter()
+    first = dvc(project_copy, "repro")
+    chain_seconds = time.perf_counter() - t0
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    print(f"test-profile chain, three tasks: {chain_seconds:.1f} s")
+    for stage in STAGES - {"report"}:
+        for task in TASKS:
+            assert f"Running stage '{stage}@{task}'" in first.stdout, (stage, task)
+
+    metrics = {"deblur": check_deblur(project_copy), **{t: check_task(project_copy, t) for t in ("derain", "dehaze")}}
+    report = (project_copy / "reports" / "report.md").read_text()
+    assert "## Overview" in report and "Task **derain**" in report and "Task **dehaze**" in report
+    assert "Deblurring: Results" in report and "rain density" in report and "residual level" in report
+    assert f"{metrics['derain']['methods']['learned']['psnr_mean']:.2f}" in report
+    assert (project_copy / "reports" / "figures" / "dehaze_visual_grid.png").exists()
     assert (project_copy / "reports" / "index.html").stat().st_size > 1000
-    assert (project_copy / "models" / "model.pt").exists()
     assert (project_copy / "dvc.lock").exists()
 
     shown = dvc(project_copy, "metrics", "show", "--json")
     assert shown.returncode == 0 and "learned" in shown.stdout
+    for task in TASKS:
+        assert f"results/{task}/metrics.json" in shown.stdout
 
     t0 = time.perf_counter()
     second = dvc(project_copy, "repro")
@@ -52,12 +94,17 @@ def test_dvc_repro_test_profile_then_noop_and_mlflow_runs(project_copy):
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["hyperguide-deblur"], output_format="list")
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert set(by_stage) == STAGES
+    assert set(by_stage) == STAGES and len(runs) == len(STAGES)
     assert all(r.info.status == "FINISHED" for r in runs)
     train = by_stage["train"]
     assert train.data.params["train.strategy"] == "alternating"
     assert "bilevel/loss" in train.data.metrics
-    assert by_stage["evaluate"].data.metrics["learned/psnr_mean"] == pytest.approx(metrics["methods"]["learned"]["psnr_mean"])
+    assert by_stage["evaluate"].data.metrics["learned/psnr_mean"] == pytest.approx(
+        metrics["deblur"]["methods"]["learned"]["psnr_mean"])
     assert len(train.data.tags["git_commit"]) == 40
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(train.info.run_id)}
     assert "model" in artifacts
+    for task in ("derain", "dehaze"):
+        runs = mlflow.search_runs(experiment_names=[f"hyperguide-{task}"], output_format="list")
+        assert sorted(r.data.tags["dvc_stage"] for r in runs) == sorted(STAGES)
+        assert all(r.info.status == "FINISHED" and r.data.tags["task"] == task for r in runs)

@@ -32,8 +32,8 @@ def data(tmp_path_factory) -> Path:
     """The test profile's prepared and degraded data (1 validation image x 2 noise levels)."""
     root = tmp_path_factory.mktemp("sweep")
     (root / "params.yaml").write_text(yaml.safe_dump(profile_dict(), sort_keys=False))
-    for cmd in (["stages.prepare", "--out", "data/prepared"],
-                ["stages.degrade", "--prepared", "data/prepared", "--out", "data/degraded"]):
+    for cmd in (["stages.prepare", "--out", "data/deblur/prepared"],
+                ["stages.degrade", "--prepared", "data/deblur/prepared", "--out", "data/deblur/degraded"]):
         done = run(root, *cmd, "--params", "params.yaml", "--quiet")
         assert done.returncode == 0, done.stderr[-2000:]
     return root
@@ -105,7 +105,7 @@ def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
     params = params_from_dict(profile_dict())
     one = dataclasses.replace(params, train=dataclasses.replace(params.train, num_workers=1))
     two = dataclasses.replace(params, train=dataclasses.replace(params.train, num_workers=2))
-    prepared, degraded = data / "data" / "prepared", data / "data" / "degraded"
+    prepared, degraded = data / "data" / "deblur" / "prepared", data / "data" / "deblur" / "degraded"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each worker
     try:
