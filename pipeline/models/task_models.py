@@ -145,7 +145,10 @@ def streak_bound(y: torch.Tensor, size: int = STREAK_WIDTH) -> torch.Tensor:
     (rain adds the same light to every channel): ``(B, 1, H, W)`` >= 0, zero on flat regions
     and on bright structures wider than ``size``."""
     r = size // 2
-    pad = lambda a: F.pad(a, (r, r, r, r), mode="replicate")
+
+    def pad(a: torch.Tensor) -> torch.Tensor:
+        return F.pad(a, (r, r, r, r), mode="replicate")
+
     opened = F.max_pool2d(pad(-F.max_pool2d(pad(-y), size, 1)), size, 1)
     return (y - opened).clamp_min(0.0).min(1, keepdim=True).values
 
@@ -261,8 +264,8 @@ class UnfoldedDehaze(_TaskUnfolded):
     """K-stage dehazing: ``y = x t + A (1 - t)``.
 
     ``t`` starts from the dark channel prior and is refined at every stage from
-    ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction; the proxy predicts the residual degradation map from
-    ``[y, t]``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true residual map).
+    ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction; the proxy predicts the residual
+    degradation map from ``[y, t]``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true residual map).
     """
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
