@@ -1,17 +1,28 @@
 """Unfolded models for rain and haze removal: the deblurring model's structure, other physics.
 
 Both follow METHOD.md §2: K HQS stages, each a closed-form data step for the task, then the
-conditioned denoiser ``D_omega(z_k, g_k)`` shared with deblurring. What the observation hides
+conditioned denoiser ``D(z_k, g_k)`` (the deblurring model's class). What the observation hides
 (the streak layer; the transmission and airlight) is estimated and refined from the current
-``x_k`` at every stage, and the proxy ``H_theta`` predicts the per-pixel guidance map:
+``x_k`` at every stage, and the proxy ``H_theta`` predicts a per-pixel guidance ``level`` map.
+
+The guidance map of stage ``k`` is ``g_k = exp(a_k) (s_k + exp(c) level)``: the nominal IRCNN
+schedule ``s_k`` raised where the proxy's map says the stage input is still degraded (``a_k``,
+``c`` learned; ``c`` starts small, so an untrained model stays close to the classical estimate
+it starts from). ``g_k`` conditions the denoiser and the network that refines the hidden part of
+the operator; ``guidance: none`` feeds both the nominal ``s_k`` (the same architecture).
+
+The denoiser is the pre-trained one, held fixed in the bilevel phase (plug-and-play, as IRCNN /
+DPIR): fine-tuned end to end on the few training images it learnt their rain and haze as a
+brightness shift and darkened every bright test image. Everything else trains.
 
 - derain: the proxy predicts the rain density (supervised against the generator's density
-  map); the denoiser strength follows ``g_k = exp(a_k) s_start^(1-t_k) (c d(p) + s_floor)^t_k``,
-  the IRCNN decay driven by the predicted density, ``c`` learned.
-- dehaze: the transmission starts from the dark channel prior (He et al.), refined by a learned
-  log-correction (zero-initialised, so training starts from the classical estimate); the proxy
-  predicts the residual degradation level (the local error of the data step's output), which
-  conditions the denoiser through the same decay.
+  map) from ``y`` and its thin bright structures; the streak layer is a learned fraction of the
+  white top-hat of ``y`` (:func:`streak_bound`: rain is thin and bright, so it is never more),
+  which starts at one half (already better than the median-filter baseline).
+- dehaze: the transmission starts from the dark channel prior (He et al.), then a learned
+  log-correction per stage (zero-initialised: training starts from the classical estimate);
+  the proxy predicts the residual degradation level (the local error of
+  the classical inversion).
 
 The penalties ``rho_k`` are learned per stage (log-parameterised), initialised on the IRCNN rule
 at a nominal level, since no noise level describes these tasks.
@@ -32,7 +43,8 @@ from pipeline.models.unfolded import UnfoldedOutput
 from pipeline.physics.haze import HazePhysics, T_MIN
 from pipeline.physics.rain import RainPhysics
 
-S_FLOOR = 2.0 / 255.0  # the weakest denoising any stage ends on
+STREAK_WIDTH = 9  # streaks (and bright details) thinner than this are candidates for rain
+MAP_GAIN = 10.0  # the guidance map (noise-level units, ~0.01-0.2) scaled to O(1) for the refinement networks
 
 
 @dataclass
@@ -55,12 +67,6 @@ class MapNet(nn.Module):
         return self.body(x)
 
 
-def _decay(level: torch.Tensor, k: int, stages: int, gain: torch.Tensor, s_start: float) -> torch.Tensor:
-    """``exp(gain) s_start^(1-t) level^t``, ``t = k / (K-1)``, for ``level (B, 1, H, W)`` > 0."""
-    t = k / max(stages - 1, 1) if stages > 1 else 1.0
-    return torch.exp(math.log(s_start) * (1 - t) + torch.log(level.clamp(1e-4, s_start)) * t + gain)
-
-
 def _nominal_log_rhos(stages: int, nominal_sigma: float, s_start: float) -> torch.Tensor:
     return torch.log(ircnn_schedule(nominal_sigma, stages, s_start=s_start).rhos.double()).float()
 
@@ -69,17 +75,26 @@ class _TaskUnfolded(nn.Module):
     """What both task models share: the prior, K, the guidance mode, learned ``rho_k`` and gains."""
 
     def __init__(self, denoiser: ConditionedDenoiser, stages: int, guidance_mode: str, nominal_sigma: float,
-                 sigma_start: float):
+                 sigma_start: float, level_scale: float):
         super().__init__()
         if guidance_mode not in ("learned", "none", "oracle"):
             raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
         self.denoiser, self.stages, self.guidance_mode, self.sigma_start = denoiser, stages, guidance_mode, sigma_start
         self.log_rho = nn.Parameter(_nominal_log_rhos(stages, nominal_sigma, sigma_start))
         self.guidance_gain = nn.Parameter(torch.zeros(stages))
+        self.level_scale = nn.Parameter(torch.tensor(math.log(level_scale)))
         nominal = ircnn_schedule(nominal_sigma, stages, s_start=sigma_start).sigmas
         self.register_buffer("nominal_sigmas", nominal.clone().float())
         # the interface the trainer and the strategies share with the deblurring model
         self.proxy_sharing, self.activation_checkpointing = "once", False
+
+    def prior(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The prior step ``D(z, g)`` with the pre-trained denoiser held fixed: gradients reach
+        ``z`` and ``g`` (so everything that shapes them trains), never the denoiser's weights.
+        Plug-and-play, as IRCNN and DPIR: fine-tuned on the few training images, the denoiser
+        learnt their rain and haze (brightness, colour casts) and darkened every test image."""
+        weights = {k: v.detach() for k, v in self.denoiser.named_parameters()}
+        return torch.func.functional_call(self.denoiser, weights, (z, g))
 
     def inner_parameters(self) -> list[nn.Parameter]:
         """``theta`` of the inner problem: the proxy's parameters (what the guidance loss depends on)."""
@@ -97,11 +112,15 @@ class _TaskUnfolded(nn.Module):
         raise NotImplementedError
 
     def stage_map(self, k: int, level: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The map fed to the denoiser at stage ``k``: the nominal schedule (``none``) or the
-        decay driven by ``level (B, 1, H, W)``."""
+        """The map ``g_k (B, 1, H, W)`` fed to the denoiser (and the refinement network) at stage
+        ``k``: the nominal schedule (``none``), or the nominal schedule raised where the guidance
+        ``level (B, 1, H, W)`` says the stage input is still degraded:
+        ``g_k = exp(a_k) (s_k + exp(c) level)``, ``a_k`` and ``c`` learned (``c`` starts small, so
+        an untrained model stays close to the classical start it is built on)."""
+        nominal = self.nominal_sigmas[k].to(z)
         if self.guidance_mode == "none":
-            return self.nominal_sigmas[k].to(z).expand(z.shape[0], 1, *z.shape[-2:])
-        return _decay(level, k, self.stages, self.guidance_gain[k], self.sigma_start)
+            return nominal.expand(z.shape[0], 1, *z.shape[-2:])
+        return torch.exp(self.guidance_gain[k]) * (nominal + torch.exp(self.level_scale) * level)
 
 
 def median_derain_init(y: torch.Tensor, size: int = 5) -> torch.Tensor:
@@ -120,6 +139,20 @@ def median_derain_init(y: torch.Tensor, size: int = 5) -> torch.Tensor:
     return torch.minimum(y, med)
 
 
+def streak_bound(y: torch.Tensor, size: int = STREAK_WIDTH) -> torch.Tensor:
+    """What a streak layer of ``y (B, C, H, W)`` can be at most: the white top-hat (``y`` minus
+    its grey opening by a ``size x size`` square, replicated borders), the minimum over channels
+    (rain adds the same light to every channel): ``(B, 1, H, W)`` >= 0, zero on flat regions
+    and on bright structures wider than ``size``."""
+    r = size // 2
+
+    def pad(a: torch.Tensor) -> torch.Tensor:
+        return F.pad(a, (r, r, r, r), mode="replicate")
+
+    opened = F.max_pool2d(pad(-F.max_pool2d(pad(-y), size, 1)), size, 1)
+    return (y - opened).clamp_min(0.0).min(1, keepdim=True).values
+
+
 class UnfoldedDerain(_TaskUnfolded):
     """K-stage deraining: ``y = x + r``.
 
@@ -134,23 +167,24 @@ class UnfoldedDerain(_TaskUnfolded):
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
                  guidance_mode: str = "learned", nominal_sigma: float = 0.02, sigma_start: float = SIGMA_START):
-        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start)
-        self.streak_net = MapNet(2 * channels, 1, width)  # [y, x_k] -> streak log-correction
-        self.proxy = MapNet(channels, 1, width)  # y -> density
-        self.density_scale = nn.Parameter(torch.tensor(math.log(0.5)))
+        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start, level_scale=0.5)
+        self.streak_net = MapNet(2 * channels + 2, 1, width)  # [y, x_k, bound, g_k] -> streak fraction (logit)
+        self.proxy = MapNet(channels + 1, 1, width)  # [y, streak bound] -> density
 
     def hyper_parameters(self) -> list[nn.Parameter]:
-        return list(self.proxy.parameters()) + [self.guidance_gain, self.density_scale]
+        return list(self.proxy.parameters()) + [self.guidance_gain, self.level_scale]
 
     def estimate_density(self, y: torch.Tensor) -> torch.Tensor:
-        """``y (B, C, H, W)`` -> rain density map ``(B, 1, H, W)`` >= 0."""
-        return F.softplus(self.proxy(y) - 4.0)
+        """``y (B, C, H, W)`` -> rain density map ``(B, 1, H, W)`` >= 0, from ``y`` and its
+        thin bright structures (:func:`streak_bound`)."""
+        return F.softplus(self.proxy(torch.cat([y, streak_bound(y) * MAP_GAIN], 1)) - 4.0)
 
-    def streaks(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The streak layer ``(B, 1, H, W)`` >= 0 from ``y`` and the current estimate ``x``:
-        the positive residual ``y - x`` (rain only adds light), corrected by the network."""
-        residual = (y - x).mean(1, keepdim=True).clamp_min(0.0)
-        return residual * torch.exp(self.streak_net(torch.cat([y, x], 1)).clamp(-5.0, 5.0))
+    def streaks(self, y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        """The streak layer ``(B, 1, H, W)``: the fraction of ``bound`` (:func:`streak_bound`, what
+        is thin and bright in ``y``) that is rain, ``sigmoid`` of the network on ``y``, the current
+        estimate ``x`` and the stage's map ``g (B, 1, H, W)`` (where the guidance says rain is
+        left). Between 0 and the bound: flat bright regions are never taken for rain."""
+        return bound * torch.sigmoid(self.streak_net(torch.cat([y, x, bound * MAP_GAIN, g * MAP_GAIN], 1)))
 
     def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
         return self.estimate_density(y)
@@ -164,16 +198,16 @@ class UnfoldedDerain(_TaskUnfolded):
             raise ValueError("guidance_mode 'oracle' needs the true density map")
         pred = self.estimate_density(y)
         level = density if self.guidance_mode == "oracle" else pred
-        level = torch.exp(self.density_scale) * level + S_FLOOR
         # the first estimate: the classical decomposition (rain is thin and bright)
         x = median_derain_init(y)
+        bound = streak_bound(y)
         maps = []
         rhos = torch.exp(self.log_rho)
         for k in range(self.stages):
-            physics = RainPhysics(y, self.streaks(y, x))
+            g = self.stage_map(k, level, y)
+            physics = RainPhysics(y, self.streaks(y, x, g, bound))
             z = physics.data_step(x, rhos[k]) if k else physics.init()
-            g = self.stage_map(k, level, z)
-            x = self.denoiser(z, g)
+            x = self.prior(z, g)
             maps.append(g)
         return UnfoldedOutput(x, maps, rhos, [pred])
 
@@ -229,19 +263,19 @@ def haze_residual_level(y: torch.Tensor, x: torch.Tensor, radius: int = 4) -> to
 class UnfoldedDehaze(_TaskUnfolded):
     """K-stage dehazing: ``y = x t + A (1 - t)``.
 
-    ``t`` starts from the dark channel prior and is refined at every stage from ``[y, x_k, t]``
-    by a zero-initialised log-correction; the proxy predicts the residual degradation map from
-    ``[y, t]``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true residual map).
+    ``t`` starts from the dark channel prior and is refined at every stage from
+    ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction; the proxy predicts the residual
+    degradation map from ``[y, t]``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true residual map).
     """
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
                  guidance_mode: str = "learned", nominal_sigma: float = 0.02, sigma_start: float = SIGMA_START):
-        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start)
-        self.refine = MapNet(2 * channels + 1, 1, width)
+        super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start, level_scale=0.1)
+        self.refine = MapNet(2 * channels + 2, 1, width)  # [y, x_k, t_k, g_k] -> t log-correction
         self.proxy = MapNet(channels + 1, 1, width)
 
     def hyper_parameters(self) -> list[nn.Parameter]:
-        return list(self.proxy.parameters()) + [self.guidance_gain]
+        return list(self.proxy.parameters()) + [self.guidance_gain, self.level_scale]
 
     def estimate_residual(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The proxy: ``(B, 1, H, W)`` predicted local error level of the inverted image, which
@@ -268,10 +302,10 @@ class UnfoldedDehaze(_TaskUnfolded):
         rhos = torch.exp(self.log_rho)
         maps = []
         for k in range(self.stages):
-            t = (t * torch.exp(self.refine(torch.cat([y, x, t], 1)).clamp(-3.0, 3.0))).clamp(T_MIN, 1.0)
+            g = self.stage_map(k, level, y)
+            t = (t * torch.exp(self.refine(torch.cat([y, x, t, g * MAP_GAIN], 1)).clamp(-3.0, 3.0))).clamp(T_MIN, 1.0)
             physics = HazePhysics(y, t, airlight)
             z = physics.data_step(x, rhos[k]) if k else physics.init()
-            g = self.stage_map(k, level + S_FLOOR, z)
-            x = self.denoiser(z, g)
+            x = self.prior(z, g)
             maps.append(g)
         return UnfoldedOutput(x, maps, rhos, [pred, t])

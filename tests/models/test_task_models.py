@@ -10,7 +10,7 @@ from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.generators.haze import add_haze
 from pipeline.generators.rain import add_rain
 from pipeline.models.denoiser import ConditionedDenoiser
-from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain, dark_channel_init
+from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain, dark_channel_init, streak_bound
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,9 @@ def test_forward_shapes_and_gradients(cls, mode, clean):
     assert (out.noise_maps[0] >= 0).all()
     loss = ((out.x - torch.from_numpy(clean)[None]) ** 2).mean() + out.noise_maps[0].mean()
     loss.backward()
-    assert model.denoiser.body[0].weight.grad.abs().sum() > 0
+    assert model.denoiser.body[0].weight.grad is None  # the pre-trained prior is held fixed
+    refine = model.streak_net if cls is UnfoldedDerain else model.refine
+    assert refine.body[-1].weight.grad.abs().sum() > 0
     assert model.log_rho.grad is not None and torch.isfinite(model.log_rho.grad).all()
     if mode == "learned":
         assert model.proxy.body[-1].weight.grad.abs().sum() > 0  # the proxy shapes the output
@@ -52,3 +54,30 @@ def test_derain_starts_from_the_classical_decomposition(clean):
     from pipeline.models.task_models import median_derain_init
     y = add_rain(clean, np.random.default_rng(2)).y
     assert np.array_equal(median_derain_init(torch.from_numpy(y)[None])[0].numpy(), median_derain(y))
+
+
+def test_streak_bound_keeps_thin_bright_lines_and_ignores_flat_regions():
+    y = torch.full((1, 3, 32, 32), 0.9)
+    y[:, :, :16] = 0.2  # a dark half, a bright half: no rain anywhere
+    assert streak_bound(y).abs().max() < 1e-6
+    y[:, :, :, 5] += 0.05  # a thin bright line across both halves
+    bound = streak_bound(y)
+    assert torch.allclose(bound[0, 0, :, 5], torch.full((32,), 0.05), atol=1e-6)
+    assert bound[0, 0, :, 6:].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("cls", [UnfoldedDerain, UnfoldedDehaze])
+def test_untrained_models_stay_close_to_the_nominal_schedule(cls, clean):
+    """The guidance starts as a small raise of the nominal schedule, so an untrained model is
+    close to its classical start; ``none`` feeds the nominal schedule itself."""
+    torch.manual_seed(0)
+    den = ConditionedDenoiser(3, 8, (1, 2, 1))
+    s = add_rain(clean, np.random.default_rng(0)) if cls is UnfoldedDerain else add_haze(clean, np.random.default_rng(0))
+    y = torch.from_numpy(s.y)[None]
+    learned, none = (cls(den, channels=3, width=8, stages=3, guidance_mode=m) for m in ("learned", "none"))
+    none.load_state_dict(learned.state_dict())
+    with torch.no_grad():
+        gl, gn = learned(y).guidance, none(y).guidance
+    for k, (a, b) in enumerate(zip(gl, gn)):
+        assert torch.allclose(b, none.nominal_sigmas[k].expand_as(b))
+        assert (a >= b).all() and (a - b).mean() < 0.05
