@@ -249,8 +249,13 @@ class EvaluateConfig:
     dpir_iters: int = 8
     nominal_sigma: float = 1.0  # percent: what the blind baselines are told
     n_visuals: int = 3  # samples kept for the report's visual grid
+    # rain / haze: a folder of real degraded photos without ground truth; evaluate restores them
+    # (learned and classical) and the report shows them side by side
+    real_folder: str = ""
+    real_max_side: int = 320  # real photos are downscaled so the longer side is at most this
 
     def __post_init__(self) -> None:
+        _check(self.real_max_side >= 32, "evaluate.real_max_side", "must be >= 32")
         _check(self.ircnn_iters >= 1 and self.dpir_iters >= 1, "evaluate.ircnn_iters", "must be >= 1")
         _check(0 < self.nominal_sigma <= 50, "evaluate.nominal_sigma", "must be in (0, 50]")
         _check(self.n_visuals >= 0, "evaluate.n_visuals", "must be >= 0")
@@ -289,6 +294,9 @@ class Params:
 
     def __post_init__(self) -> None:
         if self.base.task == "deblur":
+            _check(not self.evaluate.real_folder, "evaluate.real_folder",
+                   "rain and haze only (a real blurred photo has no known kernel): set it under tasks.derain or "
+                   "tasks.dehaze")
             return
         # the rain and haze models (pipeline.models.task_models) have one proxy on the
         # observation, a per-pixel map and learned rho_k: the deblurring model's variants do not apply

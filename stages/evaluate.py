@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline import io
 from pipeline.checkpoint import load_model
-from pipeline.data import hwc_to_chw
+from pipeline.data import hwc_to_chw, limit_size
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, restore, restore_task, score
 from stages.common import fill_paths, log, load_params, parser, run_main
@@ -53,6 +53,23 @@ def each_sample(tests: list[dict], prepared: Path, degraded: Path, quiet: bool):
     for r in tqdm(tests, desc="evaluate", disable=quiet):
         s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
         yield r, s, hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=s["y"].shape[0] == 1))
+
+
+def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
+    """Restore every photo of ``cfg.real_folder`` (real rain / haze, no ground truth) by ``learned``
+    and ``classical``; writes ``out/<name>.npz`` (``input``, ``method__*``, the proxy's map) for
+    the report. Returns the number of photos; an empty or unreadable folder is an InputError."""
+    try:
+        paths = io.list_images(cfg.real_folder)
+    except io.InputError as exc:
+        raise io.InputError(f"evaluate.real_folder: {exc}") from exc
+    for path in tqdm(paths, desc="real photos", disable=quiet):
+        y = hwc_to_chw(limit_size(io.read_image(path, gray=False), cfg.real_max_side))
+        res = restore_task(task, y, model, device)
+        io.save_npz(out / f"{path.stem}.npz", input=y, target_estimate=res.noise_estimate,
+                    **{f"method__{m}": o for m, o in res.outputs.items() if m != "input"})
+    log.info("%s: restored %d real photos from %s", task, len(paths), cfg.real_folder)
+    return len(paths)
 
 
 def evaluate_task(params, args, device) -> None:
@@ -88,6 +105,9 @@ def evaluate_task(params, args, device) -> None:
             io.write_csv(out / "per_image.csv", rows)
             io.write_csv(out / "guidance.csv", guidance_rows)
             io.write_csv(out / "stages.csv", stage_rows)
+            if cfg.real_folder:
+                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
+                io.write_json(out / "metrics.json", metrics)
         flat = {f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")}
         tracker.log_metrics({**flat, "guidance_mae": metrics["guidance_mae"]})
         tracker.log_artifact(Path(args.out) / "metrics.json")

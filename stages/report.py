@@ -59,8 +59,10 @@ def load_inputs(results: Path, models: Path) -> ReportInputs:
         train = loaded
     else:
         missing.append(str(models / "train.json"))
+    real = [{"sample_id": p.stem, **io.load_npz(p)} for p in sorted((results / "real").glob("*.npz"))
+            if not p.name.startswith(".")] if (results / "real").is_dir() else []
     return ReportInputs(metrics, per_image, stages, guidance, history, train,
-                        load_visuals(results / "visuals", per_image), missing)
+                        load_visuals(results / "visuals", per_image), missing=missing, real=real)
 
 
 def load_visuals(folder: Path, per_image: pd.DataFrame) -> list[dict]:

@@ -76,3 +76,11 @@ def test_tasks_section_errors_are_named_whatever_task_is_asked(tasks, message):
     with pytest.raises(ConfigError) as err:
         params_from_dict({"tasks": tasks}, "deblur")
     assert message in str(err.value)
+
+
+def test_real_photos_are_for_rain_and_haze_only():
+    data = {"tasks": {"dehaze": {"evaluate": {"real_folder": "photos"}}}}
+    assert params_from_dict(data, "dehaze").evaluate.real_folder == "photos"
+    assert params_from_dict(data, "deblur").evaluate.real_folder == ""
+    with pytest.raises(ConfigError, match="evaluate.real_folder: rain and haze only"):
+        params_from_dict({"evaluate": {"real_folder": "photos"}}, "dehaze")  # the deblur task is checked too

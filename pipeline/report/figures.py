@@ -318,6 +318,26 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
     return fig
 
 
+def real_grid(photos: Sequence[Mapping], map_name: str = "guidance") -> Figure:
+    """One row per real photo (``input``, ``method__classical``, ``method__learned`` as
+    ``(C, H, W)``, ``target_estimate (H, W)``): input, classical, learned, predicted map."""
+    columns = [("input", "input"), ("method__classical", "classical"), ("method__learned", "learned")]
+    fig = Figure(figsize=(3.2 * (len(columns) + 1), 3.0 * max(len(photos), 1)), layout="constrained")
+    axes = fig.subplots(max(len(photos), 1), len(columns) + 1, squeeze=False)
+    for row, photo in zip(axes, photos):
+        for ax, (key, label) in zip(row, columns):
+            if key in photo:
+                _show(ax, np.asarray(photo[key]))
+            ax.set_title(f"{photo.get('sample_id', '')}: {label}" if key == "input" else label, fontsize=9)
+            ax.axis("off")
+        if "target_estimate" in photo:
+            im = row[-1].imshow(np.asarray(photo["target_estimate"]) * 255, cmap="magma")
+            fig.colorbar(im, ax=row[-1], shrink=0.8)
+        row[-1].set_title(f"predicted {map_name} (/255)", fontsize=9)
+        row[-1].axis("off")
+    return fig
+
+
 def guidance_maps(visual: Mapping) -> Figure:
     """The learned guidance map of every stage for one visual sample, on one colour scale (/255)."""
     keys = sorted((k for k in visual if k.startswith("guidance__")), key=lambda k: int(k.split("__", 1)[1]))

@@ -78,6 +78,7 @@ class ReportInputs:
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
     train: dict = field(default_factory=dict)
     visuals: list[dict] = field(default_factory=list)  # npz arrays + "sample_id"
+    real: list[dict] = field(default_factory=list)  # rain / haze: real photos (npz arrays + "sample_id"), no truth
     missing: list[str] = field(default_factory=list)  # inputs that were not there
 
 
@@ -405,6 +406,14 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
     else:
         visual.blocks.append("No visual samples in the results (`evaluate.n_visuals` is 0 or the folder is empty).")
     sections.append(visual)
+    if inputs.real:
+        sections.append(Section("Real photos (no ground truth)", [
+            f"{len(inputs.real)} real photos from `evaluate.real_folder`: no clean reference exists, so no score; "
+            f"judge by eye, `classical` ({TASK_CLASSICAL.get(task, 'the classical baseline')}) next to `learned`.",
+            FigureBlock("real_photos", fig_to_png(figs.real_grid(inputs.real, map_name)),
+                        f"Per photo: the input, the classical result, the learned result and the proxy's predicted "
+                        f"{map_name} (/255)."),
+        ]))
     return Report(title, sections)
 
 

@@ -7,6 +7,7 @@ import math
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -58,6 +59,16 @@ def check_task(root, task):
 
 @pytest.mark.slow
 def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(project_copy):
+    # real hazy photos (no ground truth) for the dehaze report: two small colour images
+    from skimage import data
+    from pipeline.data import limit_size
+    for name in ("coffee", "chelsea"):
+        img = limit_size(getattr(data, name)().astype(np.float32) / 255, 56)
+        io.write_image(project_copy / "real" / f"{name}.png", 0.6 * img + 0.35)  # a flat veil: hazy
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    params["tasks"]["dehaze"]["evaluate"] = {"real_folder": "real", "real_max_side": 48}
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
     t0 = time.perf_counter()
     first = dvc(project_copy, "repro")
     chain_seconds = time.perf_counter() - t0
@@ -73,6 +84,10 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert "Deblurring: Results" in report and "rain density" in report and "residual level" in report
     assert f"{metrics['derain']['methods']['learned']['psnr_mean']:.2f}" in report
     assert (project_copy / "reports" / "figures" / "dehaze_visual_grid.png").exists()
+    assert metrics["dehaze"]["n_real"] == 2 and "n_real" not in metrics["derain"]
+    assert sorted(p.name for p in (project_copy / "results" / "dehaze" / "real").iterdir()) == ["chelsea.npz", "coffee.npz"]
+    assert "Haze removal: Real photos (no ground truth)" in report
+    assert (project_copy / "reports" / "figures" / "dehaze_real_photos.png").stat().st_size > 1000
     assert (project_copy / "reports" / "index.html").stat().st_size > 1000
     assert (project_copy / "dvc.lock").exists()
 
