@@ -317,8 +317,9 @@ def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Pa
     missing keys take their defaults.
 
     ``tasks.<task>`` (a mapping shaped like the file's sections) is deep-merged onto the sections
-    for that task. Every task's overrides are validated, whichever task is asked for, so a typo
-    in any of them fails every stage at once, naming ``tasks.<task>``.
+    for that task. The params of every task of ``tasks.run`` (and of ``task``) are built and
+    validated, whichever task is asked for, so a typo in any of their overrides fails every stage
+    at once, naming the task; the overrides of the other tasks are only checked to be mappings.
     """
     data = dict(data or {})
     if not isinstance(data.get("tasks", {}), dict):
