@@ -55,7 +55,7 @@ from pipeline.generators.kernels import KernelSample
 from pipeline.generators.seeds import derive_seed
 from pipeline.physics.blur import BlurPhysics
 from pipeline.synthesis import degrade
-from stages.common import TaskPaths, log, run_main
+from stages.common import fill_paths, log, run_main
 
 BENCH_METHODS = (*ALL_METHODS, "oracle_per_image", "no_guidance")
 MISMATCH_TOLD = (1, 2, 3, 4, 5)
@@ -88,9 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    paths = TaskPaths(args.task)
-    args.model = str(paths.model) if args.model is None else args.model
-    args.tuned = str(paths.tuned) if args.tuned is None else args.tuned
+    fill_paths(args, args.task, model="model", tuned="tuned")
     if args.task == "deblur" and not (args.images and args.kernels):
         p.error("--task deblur needs --images and --kernels")
     if args.task != "deblur" and not args.pairs:

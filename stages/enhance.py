@@ -44,7 +44,7 @@ from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
 from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
     restore_blind
-from stages.common import TaskPaths, log, run_main
+from stages.common import fill_paths, log, run_main
 from stages.tracking import fetch_checkpoint, is_model_uri
 
 
@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (no effect on CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    args.model = str(TaskPaths(args.task).model) if args.model is None else args.model
+    fill_paths(args, args.task, model="model")
     return args
 
 

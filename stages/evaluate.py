@@ -101,13 +101,12 @@ def evaluate_task(params, args, device) -> None:
             metrics = aggregate(rows, [], methods)
             metrics["task"] = task
             metrics["guidance_mae"] = float(np.mean([g["mae"] for g in guidance_rows]))
+            if cfg.real_folder:
+                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
             io.write_json(out / "metrics.json", metrics)
             io.write_csv(out / "per_image.csv", rows)
             io.write_csv(out / "guidance.csv", guidance_rows)
             io.write_csv(out / "stages.csv", stage_rows)
-            if cfg.real_folder:
-                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
-                io.write_json(out / "metrics.json", metrics)
         flat = {f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")}
         tracker.log_metrics({**flat, "guidance_mae": metrics["guidance_mae"]})
         tracker.log_artifact(Path(args.out) / "metrics.json")

@@ -59,29 +59,32 @@ def load_inputs(results: Path, models: Path) -> ReportInputs:
         train = loaded
     else:
         missing.append(str(models / "train.json"))
-    real = [{"sample_id": p.stem, **io.load_npz(p)} for p in sorted((results / "real").glob("*.npz"))
-            if not p.name.startswith(".")] if (results / "real").is_dir() else []
+    real = load_npz_folder(results / "real")
     return ReportInputs(metrics, per_image, stages, guidance, history, train,
                         load_visuals(results / "visuals", per_image), missing=missing, real=real)
 
 
-def load_visuals(folder: Path, per_image: pd.DataFrame) -> list[dict]:
-    """Every ``<sample_id>.npz`` in ``folder`` (none if it is absent), ordered by noise level then id."""
+def load_npz_folder(folder: Path) -> list[dict]:
+    """The arrays of every ``<sample_id>.npz`` in ``folder`` plus ``"sample_id"``, by name (none
+    if the folder is absent; hidden in-flight temporaries skipped)."""
     if not folder.is_dir():
         return []
+    return [{"sample_id": p.stem, **io.load_npz(p)}
+            for p in sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))]
+
+
+def load_visuals(folder: Path, per_image: pd.DataFrame) -> list[dict]:
+    """Every ``<sample_id>.npz`` in ``folder`` (none if it is absent), ordered by noise level then id."""
     levels: dict[str, float] = {}
     if {"sample_id", "noise_level"}.issubset(per_image.columns):
         for sid, lvl in zip(per_image["sample_id"], pd.to_numeric(per_image["noise_level"], errors="coerce")):
             levels.setdefault(str(sid), float(lvl))
-    visuals = []
-    for path in sorted(p for p in folder.glob("*.npz") if not p.name.startswith(".")):
-        arrays = io.load_npz(path)
-        if "ground_truth" not in arrays:
-            raise io.InputError(f"{path}: no 'ground_truth' array")
-        vis = {"sample_id": path.stem, **arrays}
-        if path.stem in levels:
-            vis["noise_level"] = levels[path.stem]
-        visuals.append(vis)
+    visuals = load_npz_folder(folder)
+    for vis in visuals:
+        if "ground_truth" not in vis:
+            raise io.InputError(f"{folder / (vis['sample_id'] + '.npz')}: no 'ground_truth' array")
+        if vis["sample_id"] in levels:
+            vis["noise_level"] = levels[vis["sample_id"]]
     return sorted(visuals, key=lambda v: (figs.sample_level(v), v["sample_id"]))
 
 

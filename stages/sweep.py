@@ -39,7 +39,7 @@ from pipeline import io
 from pipeline.config import ConfigError, flatten, merge, params_from_dict, pin_task
 from pipeline.sweep import (METRIC, SweepSpec, Trial, expand, markdown_table, parse_sweep, psnr_by_noise_figure,
                             rank, ranking_text, results_frame, stages_figure, time_figure)
-from stages.common import log, load_params, parser, read_yaml, run_main
+from stages.common import TaskPaths, log, load_params, parser, read_yaml, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_PREFIX = "hyperguide"
@@ -382,8 +382,8 @@ def load_spec(sweep_path: Path, base: dict) -> SweepSpec:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sweep", default="sweeps/tiny.yaml", help="the sweep file (axes, seeds, resources)")
-    p.add_argument("--prepared", default="data/deblur/prepared")
-    p.add_argument("--degraded", default="data/deblur/degraded")
+    p.add_argument("--prepared", default=str(TaskPaths("deblur").prepared))  # sweeps run deblurring only
+    p.add_argument("--degraded", default=str(TaskPaths("deblur").degraded))
     p.add_argument("--out", default=None, help="output folder (default: sweeps/results/<name>)")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: cores to use (default: all)")
     p.add_argument("--object-store-mb", type=int, default=0, help="local Ray only: object store size (0: Ray's default)")
