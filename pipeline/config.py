@@ -269,15 +269,23 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class TasksConfig:
-    """``tasks.run``: the tasks one ``dvc repro`` produces side by side (DVC ``foreach``). The
-    per-task overrides (``tasks.<task>``) are merged onto the sections when the params are
-    resolved for a task (:func:`params_from_dict`), so they are not kept here."""
+    """``tasks.run``: the tasks one ``dvc repro`` produces side by side (DVC ``foreach``);
+    ``tasks.ablate``: those of them (rain and haze) whose ``none`` variant (the same model
+    trained without guidance) ``dvc repro`` trains too (stage ``ablate``) and evaluates as
+    ``no_guidance``. The per-task overrides (``tasks.<task>``) are merged onto the sections when
+    the params are resolved for a task (:func:`params_from_dict`), so they are not kept here."""
 
     run: tuple[Task, ...] = TASKS
+    ablate: tuple[Task, ...] = ("derain", "dehaze")
 
     def __post_init__(self) -> None:
         _check(len(self.run) >= 1, "tasks.run", "must name at least one task")
         _check(len(set(self.run)) == len(self.run), "tasks.run", f"names a task twice: {list(self.run)}")
+        _check(len(set(self.ablate)) == len(self.ablate), "tasks.ablate", f"names a task twice: {list(self.ablate)}")
+        _check("deblur" not in self.ablate, "tasks.ablate",
+               "rain and haze only (deblurring's no_guidance model is compared by `stages.benchmark --ablation-model`)")
+        missing = [t for t in self.ablate if t not in self.run]
+        _check(not missing, "tasks.ablate", f"{missing} not in tasks.run {list(self.run)} (an ablation needs the task's data)")
 
 
 @dataclass(frozen=True)
@@ -326,17 +334,19 @@ def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Pa
         raise ConfigError(f"tasks: expected a mapping, got {type(data['tasks']).__name__}")
     tasks = dict(data.pop("tasks", None) or {})
     for key in tasks:
-        if key not in ("run", *TASKS):
-            close = difflib.get_close_matches(str(key), ["run", *TASKS], n=1)
+        if key not in ("run", "ablate", *TASKS):
+            close = difflib.get_close_matches(str(key), ["run", "ablate", *TASKS], n=1)
             raise ConfigError(f"unknown key 'tasks.{key}'" + (f"; did you mean '{close[0]}'?" if close else
-                                                                f"; known keys: run, {', '.join(TASKS)}"))
+                                                                f"; known keys: run, ablate, {', '.join(TASKS)}"))
     overrides = {t: tasks.get(t) or {} for t in TASKS}
     for t, over in overrides.items():
         if not isinstance(over, dict):
             raise ConfigError(f"tasks.{t}: expected a mapping of overrides, got {type(over).__name__}")
         if "tasks" in over or "task" in (over.get("base") or {}):
             raise ConfigError(f"tasks.{t}: may not set 'tasks' or 'base.task' (the task is the key)")
-    run = {"run": tasks["run"]} if "run" in tasks else {}
+    run = {k: tasks[k] for k in ("run", "ablate") if k in tasks}
+    if "run" in run and "ablate" not in run and isinstance(run["run"], list):  # the default, cut to tasks.run
+        run["ablate"] = [t for t in TasksConfig.ablate if t in run["run"]]
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"base: expected a mapping, got {type(base).__name__}")
@@ -362,11 +372,15 @@ def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Pa
 
 
 def pin_task(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a parsed ``params.yaml``) with ``tasks.run`` set to its ``base.task`` alone: for
-    runs of one task (a sweep's trials), whose settings need not suit the other tasks."""
+    """``data`` (a parsed ``params.yaml``) with ``tasks.run`` set to its ``base.task`` alone (and
+    ``tasks.ablate`` cut to it): for runs of one task (a sweep's trials), whose settings need not
+    suit the other tasks."""
     tasks = data.get("tasks") if isinstance(data.get("tasks"), dict) else {}
     base = data.get("base") if isinstance(data.get("base"), dict) else {}
-    return {**data, "tasks": {**tasks, "run": [base.get("task", "deblur")]}}
+    task = base.get("task", "deblur")
+    ablate = tasks.get("ablate", TasksConfig.ablate)
+    ablate = [task] if isinstance(ablate, (list, tuple)) and task in ablate else []
+    return {**data, "tasks": {**tasks, "run": [task], "ablate": ablate}}
 
 
 def from_dict(cls: type, data: Any, path: str) -> Any:

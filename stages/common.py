@@ -43,6 +43,12 @@ class TaskPaths:
     ``dvc.yaml`` (one folder per task, so the tasks run side by side)."""
 
     task: str
+    variant_name: str = ""  # a model variant of the task (``no_guidance``): its own models and checkpoints
+
+    def variant(self, guidance: str) -> "TaskPaths":
+        """The paths of the task's model trained with ``guidance`` (``none``: the ``no_guidance``
+        ablation, ``models/<task>/no_guidance``)."""
+        return TaskPaths(self.task, {"learned": "", "none": "no_guidance"}.get(guidance, guidance))
 
     @property
     def prepared(self) -> Path:
@@ -54,7 +60,7 @@ class TaskPaths:
 
     @property
     def models(self) -> Path:
-        return Path("models") / self.task
+        return Path("models") / self.task / self.variant_name if self.variant_name else Path("models") / self.task
 
     @property
     def model(self) -> Path:
@@ -62,7 +68,8 @@ class TaskPaths:
 
     @property
     def checkpoint(self) -> Path:
-        return Path("checkpoints") / self.task / "train.pt"
+        folder = f"{self.task}-{self.variant_name}" if self.variant_name else self.task
+        return Path("checkpoints") / folder / "train.pt"
 
     @property
     def tuned(self) -> Path:

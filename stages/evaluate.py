@@ -11,8 +11,9 @@ Writes ``metrics.json`` (``dvc metrics show``), ``per_image.csv``, ``psnr_by_noi
 (``dvc plots``), ``stages.csv`` (learned rho_k and guidance per stage) and ``visuals/``.
 
 Rain and haze (``base.task`` derain / dehaze): ``input``, ``learned``, ``classical`` (median
-filtering / the dark channel prior with a guided filter) and, given ``--ablation-model`` (a
-model trained with ``model.guidance: none``), ``no_guidance``; ``metrics.json`` has the same
+filtering / the dark channel prior with a guided filter) and ``no_guidance``: the model trained
+with ``model.guidance: none`` (``--ablation-model``; by default, for the tasks of
+``tasks.ablate``, ``<models>/no_guidance/model.pt`` from the ``ablate`` stage); ``metrics.json`` has the same
 shape with no noise levels (``psnr_mean``/``ssim_mean`` over every test sample), and
 ``guidance.csv`` scores the proxy's map against the true one (density / residual level). There
 is nothing to tune for them: ``tuned.yaml`` is not read.
@@ -77,7 +78,15 @@ def evaluate_task(params, args, device) -> None:
     task, cfg = params.base.task, params.evaluate
     prepared, degraded = Path(args.prepared), Path(args.degraded)
     model = load_model(Path(args.models) / "model.pt", task=task, device=device)[0]
-    ablation = load_model(args.ablation_model, task=task, device=device)[0] if args.ablation_model else None
+    ablation_path = args.ablation_model
+    if not ablation_path and task in params.tasks.ablate:  # the ablate stage's model, next to the learned one
+        ablation_path = Path(args.models) / "no_guidance" / "model.pt"
+        if not ablation_path.is_file():
+            raise io.InputError(f"{ablation_path}: missing, and tasks.ablate names {task}: train it with "
+                                f"`dvc repro ablate@{task}` (python -m stages.train --task {task} --guidance none)")
+    ablation = load_model(ablation_path, task=task, device=device)[0] if ablation_path else None
+    if ablation is not None and ablation.guidance_mode != "none":
+        raise io.InputError(f"{ablation_path}: trained with guidance {ablation.guidance_mode!r}, not 'none'")
     methods = [m for m in TASK_METHODS if m != "no_guidance" or ablation is not None]
     tests = test_samples(degraded)
     visual_ids = pick_visuals(tests, cfg.n_visuals)
@@ -122,7 +131,8 @@ def main() -> None:
     p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
     p.add_argument("--out", default=None, help="default results/<task>")
     p.add_argument("--ablation-model", default="",
-                   help="rain/haze: a model trained with guidance 'none', evaluated as no_guidance")
+                   help="rain/haze: a model trained with guidance 'none', evaluated as no_guidance (default for "
+                        "the tasks of tasks.ablate: <models>/no_guidance/model.pt)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
     fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", models="models", tuned="tuned",

@@ -5,6 +5,10 @@
 
 (every path defaults to the task's folder: ``data/<task>/...``, ``models/<task>``, ``checkpoints/<task>``).
 
+``--guidance none`` trains the ablation instead (``model.guidance`` overridden: the same model and
+training without hyper-guidance); the DVC stage ``ablate`` runs it for the tasks of
+``tasks.ablate`` into ``models/<task>/no_guidance``, which ``evaluate`` scores as ``no_guidance``.
+
 Checkpoints every ``train.checkpoint_every`` steps to ``--checkpoint`` (kept by DVC between
 runs: ``persist``); a re-run after an interruption resumes from it when the configuration is
 unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and ``train.json``, and
@@ -13,6 +17,7 @@ logs the model to MLflow in its PyTorch format (``runs:/<run>/model``, registere
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -33,7 +38,7 @@ from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
 from pipeline.synthesis import task_spec
-from stages.common import fill_paths, log, load_params, parser, run_main
+from stages.common import TaskPaths, fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
 
@@ -126,8 +131,16 @@ def main() -> None:
     p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
     p.add_argument("--out", default=None, help="default models/<task>")
     p.add_argument("--checkpoint", default=None, help="default checkpoints/<task>/train.pt")
+    p.add_argument("--guidance", choices=("learned", "none", "oracle"), default=None,
+                   help="override model.guidance (none: the no-guidance ablation); the paths then default to "
+                        "models/<task>/<guidance> and checkpoints/<task>-<guidance>/train.pt")
     args = p.parse_args()
     params = load_params(args.params, args.task)
+    if args.guidance is not None:
+        params = dataclasses.replace(params, model=dataclasses.replace(params.model, guidance=args.guidance))
+        variant = TaskPaths(params.base.task).variant(args.guidance)
+        args.out = args.out or str(variant.models)
+        args.checkpoint = args.checkpoint or str(variant.checkpoint)
     fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", out="models", checkpoint="checkpoint")
     cfg, seed = params.train, params.base.seed
     set_threads(params.base.threads)
@@ -137,7 +150,9 @@ def main() -> None:
 
     images, val, channels, sampler, model, config_key, rng = training_setup(params, prepared, degraded)
 
-    with stage_run("train", params, {"device": str(device)}) as tracker:
+    # the DVC stage this run is (``ablate`` trains the no-guidance variant), as the MLflow tag says
+    stage = {"learned": "train", "none": "ablate"}.get(params.model.guidance, f"train-{params.model.guidance}")
+    with stage_run(stage, params, {"device": str(device), "guidance": params.model.guidance}) as tracker:
         n_params = sum(p.numel() for p in model.parameters())
         tracker.log_metrics({"n_parameters": n_params, "n_train_images": len(images), "n_val_samples": len(val)})
         log.info("training on %s: %d train images, %d val samples, %d parameters", device, len(images), len(val), n_params)

@@ -70,6 +70,10 @@ def test_tasks_overrides_apply_to_their_task_only():
     ({"run": ["deblur", "deblur"]}, "tasks.run: names a task twice"),
     ({"run": ["debulr"]}, "did you mean 'deblur'?"),
     ({"run": []}, "tasks.run: must name at least one task"),
+    ({"ablate": ["deblur"]}, "tasks.ablate: rain and haze only"),
+    ({"run": ["deblur", "derain"], "ablate": ["dehaze"]}, "tasks.ablate: ['dehaze'] not in tasks.run"),
+    ({"ablate": ["derain", "derain"]}, "tasks.ablate: names a task twice"),
+    ({"ablat": []}, "did you mean 'ablate'?"),
 ])
 def test_tasks_section_errors_are_named_whatever_task_is_asked(tasks, message):
     # a typo in any task's overrides fails every stage, not only that task's
@@ -84,3 +88,10 @@ def test_real_photos_are_for_rain_and_haze_only():
     assert params_from_dict(data, "deblur").evaluate.real_folder == ""
     with pytest.raises(ConfigError, match="evaluate.real_folder: rain and haze only"):
         params_from_dict({"evaluate": {"real_folder": "photos"}}, "dehaze")  # the deblur task is checked too
+
+
+def test_tasks_ablate_defaults_to_the_rain_and_haze_tasks_that_run():
+    assert params_from_dict({}).tasks.ablate == ("derain", "dehaze")
+    assert params_from_dict({"tasks": {"run": ["deblur", "dehaze"]}}).tasks.ablate == ("dehaze",)
+    assert params_from_dict({"tasks": {"run": ["deblur"]}}).tasks.ablate == ()
+    assert params_from_dict({"tasks": {"run": ["derain"], "ablate": []}}, "derain").tasks.ablate == ()

@@ -41,7 +41,7 @@ def check_deblur(root):
 def check_task(root, task):
     metrics = json.loads((root / "results" / task / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["noise_levels"] == [] and metrics["n_images"] == 2
-    assert set(metrics["methods"]) == {"input", "learned", "classical"}
+    assert set(metrics["methods"]) == {"input", "learned", "no_guidance", "classical"}  # tasks.ablate: both
     for name, entry in metrics["methods"].items():
         assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
     assert math.isfinite(metrics["guidance_mae"])
@@ -54,6 +54,9 @@ def check_task(root, task):
     from pipeline.models.factory import TASK_MODELS
     model = load_model(root / "models" / task / "model.pt", task=task)[0]
     assert isinstance(model, TASK_MODELS[task]) and model.stages == 2  # the profile's tasks.<task> override
+    ablation = load_model(root / "models" / task / "no_guidance" / "model.pt", task=task)[0]
+    assert isinstance(ablation, TASK_MODELS[task]) and ablation.guidance_mode == "none" and ablation.stages == 2
+    assert model.guidance_mode == "learned"
     return metrics
 
 
@@ -77,12 +80,15 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     for stage in STAGES - {"report"}:
         for task in TASKS:
             assert f"Running stage '{stage}@{task}'" in first.stdout, (stage, task)
+    assert "Running stage 'ablate@derain'" in first.stdout and "Running stage 'ablate@dehaze'" in first.stdout
+    assert "ablate@deblur" not in first.stdout
 
     metrics = {"deblur": check_deblur(project_copy), **{t: check_task(project_copy, t) for t in ("derain", "dehaze")}}
     report = (project_copy / "reports" / "report.md").read_text()
     assert "## Overview" in report and "Task **derain**" in report and "Task **dehaze**" in report
     assert "Deblurring: Results" in report and "rain density" in report and "residual level" in report
     assert f"{metrics['derain']['methods']['learned']['psnr_mean']:.2f}" in report
+    assert f"{metrics['dehaze']['methods']['no_guidance']['psnr_mean']:.2f}" in report
     assert (project_copy / "reports" / "figures" / "dehaze_visual_grid.png").exists()
     assert metrics["dehaze"]["n_real"] == 2 and "n_real" not in metrics["derain"]
     assert sorted(p.name for p in (project_copy / "results" / "dehaze" / "real").iterdir()) == ["chelsea.npz", "coffee.npz"]
@@ -121,5 +127,21 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert "model" in artifacts
     for task in ("derain", "dehaze"):
         runs = mlflow.search_runs(experiment_names=[f"hyperguide-{task}"], output_format="list")
-        assert sorted(r.data.tags["dvc_stage"] for r in runs) == sorted(STAGES)
+        assert sorted(r.data.tags["dvc_stage"] for r in runs) == sorted([*STAGES, "ablate"])
         assert all(r.info.status == "FINISHED" and r.data.tags["task"] == task for r in runs)
+        ablate = next(r for r in runs if r.data.tags["dvc_stage"] == "ablate")
+        assert ablate.data.params["model.guidance"] == "none" and ablate.data.tags["guidance"] == "none"
+
+    # the ablation model missing, or one trained with guidance: refused, naming the fix; nothing written
+    (project_copy / "models" / "derain" / "no_guidance" / "model.pt").rename(project_copy / "none.pt")
+    res = run_evaluate(project_copy, "--task", "derain", "--out", "results/x")
+    assert res.returncode == 2 and "dvc repro ablate@derain" in res.stderr, res.stderr[-2000:]
+    res = run_evaluate(project_copy, "--task", "derain", "--out", "results/x", "--ablation-model", "models/derain/model.pt")
+    assert res.returncode == 2 and "not 'none'" in res.stderr, res.stderr[-2000:]
+    assert not (project_copy / "results" / "x").exists()
+
+
+def run_evaluate(root, *args):
+    import sys
+    return subprocess.run([sys.executable, "-m", "stages.evaluate", "--quiet", *args], cwd=root, env=project_env(root),
+                          capture_output=True, text=True, timeout=300)

@@ -24,13 +24,14 @@ def task_params(task: str, **degrade) -> dict:
 def test_one_task_runs_alone_from_tasks_run(tmp_path):
     """`tasks.run: [derain]` makes a one-task pipeline: DVC resolves only that task's stages."""
     params = profile_dict()
-    params["tasks"]["run"] = ["derain"]
+    params["tasks"]["run"], params["tasks"]["ablate"] = ["derain"], ["derain"]
     root = copy_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
     res = subprocess.run(["dvc", "stage", "list"], cwd=root, env=project_env(root), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     names = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
-    assert names == {"prepare@derain", "degrade@derain", "train@derain", "tune@derain", "evaluate@derain", "report"}
+    assert names == {"prepare@derain", "degrade@derain", "train@derain", "ablate@derain", "tune@derain",
+                     "evaluate@derain", "report"}
 
 
 def run_stage(cwd, stage, *args):
