@@ -47,7 +47,8 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
         model.load_state_dict(state["state_dict"])
     except (ValueError, RuntimeError) as exc:  # an unknown task, weights of another architecture
         raise InputError(f"{path}: the weights do not fit the {state['task']} model the file describes "
-                         f"({str(exc).splitlines()[0]})") from exc
+                         f"({' '.join(line.strip() for line in str(exc).splitlines())[:400]}; a file of an earlier "
+                         "version of the model is refused: retrain it)") from exc
     model.to(device).eval()
     denoiser = None
     if state["pretrained_denoiser"]:

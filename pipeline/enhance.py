@@ -160,7 +160,7 @@ def deblur_channels(model: UnfoldedHQS, y: torch.Tensor, kernel: torch.Tensor, m
 def restore_blind(model: nn.Module, y: torch.Tensor, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Rain or haze removal of one image ``y (C, H, W)`` by a task model, untiled (the dark
     channel prior's airlight is a whole-image estimate). Returns ``x (C, H, W)`` and the proxy's
-    map ``(1, H, W)`` (the predicted density / residual level). A grey image is replicated to
+    map ``(1, H, W)`` (the predicted density / transmission correction). A grey image is replicated to
     the model's channels and its output averaged back; a colour image with a grey model is
     restored channel by channel (maps averaged)."""
     c, m = y.shape[0], model.denoiser.channels

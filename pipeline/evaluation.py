@@ -131,7 +131,7 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
     model), ``classical`` and, with an ``ablation`` model (trained with guidance ``none``),
     ``no_guidance``. ``noise_estimate`` is the proxy's map on ``y`` (the predicted density /
-    residual level), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
+    transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
     true guidance map, is what a model with ``oracle`` guidance is given."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
     truth = torch.from_numpy(target)[None].to(device) if target is not None else None

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.generators.kernels import KernelSample
-from pipeline.models.task_models import haze_residual_level
+from pipeline.models.task_models import transmission_correction
 from pipeline.synthesis import TaskSpec, batch_tensors, degrade, degrade_task
 
 
@@ -90,7 +90,8 @@ class TaskPatchSampler(_Crops):
     depth fields have the scale they have in the degrade stage), then cropped.
 
     Returns ``x, y (B, C, P, P)`` and ``sigma (B, 1, P, P)``: the guidance target (the crop of
-    the streak density; for haze the residual level of the patch itself, as the model sees it).
+    the streak density; for haze the transmission correction of the patch itself, as the model
+    sees it: the crop's true ``t`` against the dark channel prior on the crop).
     """
 
     def __init__(self, images: list[np.ndarray], spec: TaskSpec, patch_size: int, rng: np.random.Generator):
@@ -105,7 +106,8 @@ class TaskPatchSampler(_Crops):
             window = self.window(img)
             xs.append(self.cut(img, window))
             ys.append(self.cut(sample.y, window))
-            targets.append(self.cut(sample.target, window))
+            targets.append(self.cut(sample.truth["t"] if self.spec.task == "dehaze" else sample.target, window))
         x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
-        sigma = haze_residual_level(y, x) if self.spec.task == "dehaze" else torch.from_numpy(np.stack(targets))
+        targets = torch.from_numpy(np.stack(targets))
+        sigma = transmission_correction(y, targets) if self.spec.task == "dehaze" else targets
         return {"x": x, "y": y, "sigma": sigma}

@@ -15,7 +15,7 @@ from pipeline.generators import noise_maps
 from pipeline.generators.haze import add_haze
 from pipeline.generators.kernels import KernelSample, pad_to
 from pipeline.generators.rain import RainSpec, add_rain
-from pipeline.models.task_models import haze_residual_level
+from pipeline.models.task_models import transmission_correction
 from pipeline.physics.blur import blur, psf2otf
 from pipeline.physics.noise import add_gaussian_noise
 
@@ -74,7 +74,7 @@ class TaskSample:
     """One rainy or hazy observation and its recorded ground truth of degradation.
 
     ``y (C, H, W)``; ``target (1, H, W)`` the guidance map the proxy learns (the streak density
-    for rain, the residual degradation level for haze); ``truth`` the drawn degradation itself
+    for rain, the transmission correction ``log(t / t_dcp)`` for haze); ``truth`` the drawn degradation itself
     (rain: ``streaks (1, H, W)``, ``density``; haze: ``t (1, H, W)``, ``airlight (C,)``, ``depth (H, W)``).
     """
 
@@ -113,7 +113,6 @@ def degrade_task(x: np.ndarray, spec: TaskSpec, rng: np.random.Generator, depth:
         s = add_haze(x, rng, depth, spec.beta, spec.airlight)
         target = np.zeros((0,) + x.shape[-2:], np.float32)
         if with_target:
-            xt = torch.from_numpy(np.ascontiguousarray(x))[None]
-            target = haze_residual_level(torch.from_numpy(s.y)[None], xt)[0].numpy()
+            target = transmission_correction(torch.from_numpy(s.y)[None], torch.from_numpy(s.t)[None])[0].numpy()
         return TaskSample(s.y, target, {"t": s.t, "airlight": s.airlight, "depth": s.depth}, s.record)
     raise ValueError(f"unknown task {spec.task!r}; known: derain, dehaze")

@@ -11,7 +11,7 @@ Writes ``samples/<id>.npz`` (``y``, ``sigma``, ``kernel``; exact float32), ``ima
 
 Rain and haze (``base.task`` derain / dehaze): every image of the split x ``rain.per_image`` /
 ``haze.per_image`` draws; ``samples/<id>.npz`` holds ``y``, ``target`` (the guidance map the
-proxy learns: the streak density / the residual degradation level) and the drawn truth
+proxy learns: the streak density / the transmission correction log(t / t_dcp)) and the drawn truth
 (``streaks``, ``density`` / ``t``, ``airlight``, ``depth``). Haze uses a depth map per image from
 ``haze.depth_folder`` when given (named like the image, downscaled as ``prepare`` downscaled
 the image; another size is an error), else the depth proxy.

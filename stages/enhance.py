@@ -24,7 +24,7 @@ to float rounding; peak memory: about 100 bytes per pixel plus one tile).
 base.task derain / dehaze) estimate the streaks / the transmission and airlight themselves.
 They run on the whole image (the airlight is a whole-image estimate), so an image over
 --max-megapixels is refused rather than tiled; --save-guidance writes the predicted rain
-density / residual haze level map.
+density / transmission correction map (log(t / t_dcp), signed).
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-guidance", action="store_true",
                    help="also write the predicted noise-level map (the guidance's source) next to each output:"
                         " <name>_guidance.png (16-bit, value / 65535 = noise std in [0, 1] units, one channel per"
-                        " restored channel) and <name>_guidance.npy (float32 (H, W, C), exact)")
+                        " restored channel; dehaze: the transmission correction log(t / t_dcp) as 0.5 + value / 6)"
+                        " and <name>_guidance.npy (float32 (H, W, C), exact)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA (no effect on CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -178,10 +179,12 @@ def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, devi
         io.write_image(job.dst, out, bits=output_bits(fmt, job.dst.suffix))
         if args.save_guidance:
             base = job.dst.with_name(f"{job.dst.stem}_guidance")
-            maps = np.clip(chw_to_hwc(noise.cpu().numpy()), 0.0, 1.0).astype(np.float32)
-            io.write_image(base.with_suffix(".png"), maps, bits=16)
+            maps = chw_to_hwc(noise.float().cpu().numpy()).astype(np.float32)
+            # dehaze's map is signed (log(t / t_dcp), clamped to [-3, 3]): the PNG shows 0 as mid-grey
+            shown = 0.5 + maps / 6.0 if args.task == "dehaze" else maps
+            io.write_image(base.with_suffix(".png"), np.clip(shown, 0.0, 1.0), bits=16)
             with io.atomic_path(base.with_suffix(".npy")) as tmp:
-                np.save(tmp, maps)
+                np.save(tmp, maps if args.task == "dehaze" else np.clip(maps, 0.0, 1.0))
     except OSError as exc:
         raise io.InputError(f"cannot write {job.dst}: {exc.strerror or exc}") from exc
 

@@ -15,7 +15,7 @@ filtering / the dark channel prior with a guided filter) and ``no_guidance``: th
 with ``model.guidance: none`` (``--ablation-model``; by default, for the tasks of
 ``tasks.ablate``, ``<models>/no_guidance/model.pt`` from the ``ablate`` stage); ``metrics.json`` has the same
 shape with no noise levels (``psnr_mean``/``ssim_mean`` over every test sample), and
-``guidance.csv`` scores the proxy's map against the true one (density / residual level). There
+``guidance.csv`` scores the proxy's map against the true one (density / transmission correction). There
 is nothing to tune for them: ``tuned.yaml`` is not read.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ and ``train.json`` (each optional: a missing one empties its section and is name
 ``--task T`` makes the report of that task alone. Several tasks: an overview table (the learned
 method against the best other method, per task), then each task's sections. A rain or haze
 task gets its own layout: the results table, training curves, the visual grid with the predicted rain density /
-residual haze level against the true map, and the per-stage maps. Writes, as a
+transmission correction against the true map, and the per-stage maps. Writes, as a
 whole (the folder is replaced atomically), ``index.html`` (self-contained: inline CSS, figures
 embedded as base64 PNG, opens offline), ``report.md`` and ``figures/*.png``.
 """

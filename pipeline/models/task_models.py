@@ -19,10 +19,11 @@ brightness shift and darkened every bright test image. Everything else trains.
   map) from ``y`` and its thin bright structures; the streak layer is a learned fraction of the
   white top-hat of ``y`` (:func:`streak_bound`: rain is thin and bright, so it is never more),
   which starts at one half (already better than the median-filter baseline).
-- dehaze: the transmission starts from the dark channel prior (He et al.), then a learned
-  log-correction per stage (zero-initialised: training starts from the classical estimate);
-  the proxy predicts the residual degradation level (the local error of
-  the classical inversion).
+- dehaze: the proxy predicts how far the dark channel prior's transmission (He et al.) is off,
+  ``log(t / t_dcp)`` (supervised against the recorded true ``t``: the inner level); the
+  transmission starts from the corrected prior and its size, the residual degradation level of
+  the classical start, is the guidance ``level``; a learned log-correction per stage refines ``t``
+  further (zero-initialised). ``none`` starts from the uncorrected prior.
 
 The penalties ``rho_k`` are learned per stage (log-parameterised), initialised on the IRCNN rule
 at a nominal level, since no noise level describes these tasks.
@@ -249,56 +250,67 @@ def dark_channel_init(y: torch.Tensor, patch: int = 15, omega: float = 0.95) -> 
     return t.clamp(0.1, 1.0), airlight
 
 
-def haze_residual_level(y: torch.Tensor, x: torch.Tensor, radius: int = 4) -> torch.Tensor:
-    """The dehazing guidance target: the local RMS error ``(B, 1, H, W)`` of the classical start
-    (the exact inversion with the dark channel prior's ``t`` and ``A``) against the clear ``x``,
-    over ``(2 radius + 1)^2`` windows. ``y, x (B, C, H, W)``. What :class:`UnfoldedDehaze`'s
-    proxy predicts from ``y``: where the data step's output is still degraded, and how much."""
+def transmission_correction(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The dehazing guidance target: how far the dark channel prior's transmission is off,
+    ``log(t / t_dcp) (B, 1, H, W)`` for the true transmission ``t (B, 1, H, W)`` of the hazy
+    ``y (B, C, H, W)`` (``t_dcp``: :func:`dark_channel_init` on ``y``, as the model computes it).
+    Signed: positive where the prior over-estimates the haze. What :class:`UnfoldedDehaze`'s proxy
+    predicts from ``y``; its magnitude is the residual degradation level of the classical start."""
     with torch.no_grad():
-        t0, airlight = dark_channel_init(y)
-        err = (HazePhysics(y, t0, airlight).init() - x).pow(2).mean(1, keepdim=True)
-        return _box(err, radius).clamp_min(0.0).sqrt()
+        t0, _ = dark_channel_init(y)
+        return torch.log(t.clamp(T_MIN, 1.0) / t0)
 
 
 class UnfoldedDehaze(_TaskUnfolded):
     """K-stage dehazing: ``y = x t + A (1 - t)``.
 
-    ``t`` starts from the dark channel prior and is refined at every stage from
-    ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction; the proxy predicts the residual
-    degradation map from ``[y, t]``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true residual map).
+    The proxy predicts the log-correction ``delta (B, 1, H, W)`` of the dark channel prior's
+    transmission ``t_dcp`` from ``[y, t_dcp]`` (:func:`transmission_correction`); ``t`` starts
+    at ``t_dcp exp(delta)`` and the guidance level is ``|delta|`` (the residual degradation of the
+    classical start: where, and how much, the prior is wrong); ``t`` is refined at every stage
+    from ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction. ``none`` starts at
+    ``t_dcp``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true ``delta``).
     """
 
     def __init__(self, denoiser: ConditionedDenoiser, channels: int = 3, width: int = 32, stages: int = 5,
                  guidance_mode: str = "learned", nominal_sigma: float = 0.02, sigma_start: float = SIGMA_START):
         super().__init__(denoiser, stages, guidance_mode, nominal_sigma, sigma_start, level_scale=0.1)
         self.refine = MapNet(2 * channels + 2, 1, width)  # [y, x_k, t_k, g_k] -> t log-correction
-        self.proxy = MapNet(channels + 1, 1, width)
+        self.proxy = MapNet(channels + 1, 1, width)  # [y, t_dcp] -> log(t / t_dcp)
+        # what the proxy predicts, as a weight: files from before the transmission correction
+        # (the proxy then predicted an error level) lack it and are refused at load
+        self.register_buffer("proxy_target_version", torch.tensor(2))
 
     def hyper_parameters(self) -> list[nn.Parameter]:
         return list(self.proxy.parameters()) + [self.guidance_gain, self.level_scale]
 
-    def estimate_residual(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The proxy: ``(B, 1, H, W)`` predicted local error level of the inverted image, which
-        grows where the transmission is low (the inversion amplifies everything by ``1/t``)."""
-        return F.softplus(self.proxy(torch.cat([y, t], 1)) + math.log(math.e**0.02 - 1)) * (1.0 / t.clamp_min(0.1)) ** 0.5
+    def estimate_correction(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The proxy: ``(B, 1, H, W)`` the predicted log-correction of the classical transmission
+        ``t`` (:func:`transmission_correction`), zero at the start (the classical estimate)."""
+        return self.proxy(torch.cat([y, t], 1)).clamp(-3.0, 3.0)
 
     def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t0, _ = dark_channel_init(y)
-        return self.estimate_residual(y, t0)
+        return self.estimate_correction(y, t0)
 
     def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
         """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
-        residual level (:func:`haze_residual_level`), only for ``oracle``."""
-        y, residual = getattr(y, "y", y), sigma_map
-        if self.guidance_mode == "oracle" and residual is None:
-            raise ValueError("guidance_mode 'oracle' needs the true residual map")
+        transmission correction (:func:`transmission_correction`), only for ``oracle``.
+        ``noise_maps`` holds the predicted correction (the inner level's target) and the final ``t``."""
+        y, true_correction = getattr(y, "y", y), sigma_map
+        if self.guidance_mode == "oracle" and true_correction is None:
+            raise ValueError("guidance_mode 'oracle' needs the true transmission correction")
         with torch.no_grad():
             t0, airlight = dark_channel_init(y)
-        t = t0
+        pred = self.estimate_correction(y, t0)
+        correction = true_correction if self.guidance_mode == "oracle" else pred
+        if self.guidance_mode == "none":
+            correction = torch.zeros_like(pred)
+        # the guidance corrects the classical transmission; its size is the residual level
+        t = (t0 * torch.exp(correction)).clamp(T_MIN, 1.0)
+        level = correction.abs()
         x = HazePhysics(y, t, airlight).init()
-        pred = self.estimate_residual(y, t0)
-        level = residual if self.guidance_mode == "oracle" else pred
         rhos = torch.exp(self.log_rho)
         maps = []
         for k in range(self.stages):

@@ -232,7 +232,8 @@ def zoom_window(gt: np.ndarray, border: int = 0, fraction: float = 0.33) -> tupl
     return int(cy + lo_y - half), int(cx + lo_x - half), size
 
 
-def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool = True, map_name: str = "σ") -> Figure:
+def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool = True, map_name: str = "σ",
+                map_unit: tuple[float, str] = (255.0, "/255")) -> Figure:
     """One row per visual sample: input, ``methods``, ground truth, predicted and true noise maps.
 
     ``visuals``: the arrays of ``results/visuals/<id>.npz`` (``ground_truth``, ``kernel``,
@@ -243,7 +244,9 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
 
     The figure's axes are exactly the grid's (colorbars are insets), ``rows x columns`` in
     row-major order; a method missing from a sample leaves a blank "n/a" panel. ``map_name``
-    names the maps in the titles (rain and haze: the density, the residual level).
+    names the maps in the titles (rain and haze: the density, the transmission correction);
+    ``map_unit`` is ``(scale, label)``: the maps are shown times ``scale`` (dehaze's signed
+    log-correction: ``(1, "log")``).
     """
     if not visuals:
         raise ValueError("visual_grid needs at least one visual sample")
@@ -267,8 +270,9 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
         kernel_shape = tuple(np.shape(vis.get("kernel", np.zeros((1, 1)))))
         crop = kernel_crop(kernel_shape[:2]) if len(kernel_shape) >= 2 else 0
         window = zoom_window(gt, border=crop) if zoom else None
-        sigma_true = np.asarray(vis["sigma_true"], dtype=np.float64) * 255 if "sigma_true" in vis else None
-        estimate = np.asarray(vis["noise_estimate"], dtype=np.float64) * 255 if "noise_estimate" in vis else None
+        scale, unit = map_unit
+        sigma_true = np.asarray(vis["sigma_true"], dtype=np.float64) * scale if "sigma_true" in vis else None
+        estimate = np.asarray(vis["noise_estimate"], dtype=np.float64) * scale if "noise_estimate" in vis else None
         maps = [a for a in (estimate, sigma_true) if a is not None]
         vmax = max(float(np.nanmax(a)) for a in maps) if maps else 1.0
         vmin = min(0.0, *(float(np.nanmin(a)) for a in maps)) if maps else 0.0
@@ -285,7 +289,7 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
                     title = f"{name}\n{_panel_psnr(arr, gt, kernel_shape):.2f} dB"
             else:
                 arr = estimate if name == predicted else sigma_true
-                title = f"{name} (/255)"
+                title = f"{name} ({unit})"
                 if name == predicted and estimate is not None and sigma_true is not None:
                     title += f"\nMAE {float(np.mean(np.abs(estimate - sigma_true))):.2f}"
             for r, ax_row in enumerate(row_axes):
@@ -318,7 +322,7 @@ def visual_grid(visuals: Sequence[Mapping], methods: Sequence[str], zoom: bool =
     return fig
 
 
-def real_grid(photos: Sequence[Mapping], map_name: str = "guidance") -> Figure:
+def real_grid(photos: Sequence[Mapping], map_name: str = "guidance", map_unit: tuple[float, str] = (255.0, "/255")) -> Figure:
     """One row per real photo (``input``, ``method__classical``, ``method__learned`` as
     ``(C, H, W)``, ``target_estimate (H, W)``): input, classical, learned, predicted map."""
     columns = [("input", "input"), ("method__classical", "classical"), ("method__learned", "learned")]
@@ -331,9 +335,9 @@ def real_grid(photos: Sequence[Mapping], map_name: str = "guidance") -> Figure:
             ax.set_title(f"{photo.get('sample_id', '')}: {label}" if key == "input" else label, fontsize=9)
             ax.axis("off")
         if "target_estimate" in photo:
-            im = row[-1].imshow(np.asarray(photo["target_estimate"]) * 255, cmap="magma")
+            im = row[-1].imshow(np.asarray(photo["target_estimate"]) * map_unit[0], cmap="magma")
             fig.colorbar(im, ax=row[-1], shrink=0.8)
-        row[-1].set_title(f"predicted {map_name} (/255)", fontsize=9)
+        row[-1].set_title(f"predicted {map_name} ({map_unit[1]})", fontsize=9)
         row[-1].axis("off")
     return fig
 

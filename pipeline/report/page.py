@@ -361,7 +361,9 @@ def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> 
 
 
 TASK_MAPS = {"derain": ("rain density", "the streak density"),
-             "dehaze": ("residual level", "the residual degradation level (local RMS error of the dark channel prior's inversion)")}
+             "dehaze": ("transmission correction", "the correction log(t / t_dcp) of the dark channel prior's transmission "
+                        "(its size is the residual degradation level of the classical start)")}
+TASK_MAP_UNITS = {"dehaze": (1.0, "log")}  # the others are shown in /255
 TASK_CLASSICAL = {"derain": "median filtering, `min(y, median_5(y))`",
                   "dehaze": "the dark channel prior with guided-filter refinement"}
 
@@ -372,6 +374,7 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
     m = inputs.metrics
     task = str(m.get("task"))
     map_name, map_text = TASK_MAPS.get(task, ("guidance", "the guidance map"))
+    unit = TASK_MAP_UNITS.get(task, (255.0, "/255"))
     methods = ordered_methods((m.get("methods") or {}).keys())
     intro = (f"Task **{task}**: evaluated on **{m.get('n_images', '?')}** test images (synthetic), "
              f"{len(methods)} methods ({', '.join(f'`{x}`' for x in methods)}); `classical` is "
@@ -396,9 +399,9 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
                     **({"noise_estimate": v["target_estimate"]} if "target_estimate" in v else {})}
                    for v in inputs.visuals]
         visual.blocks.append(FigureBlock(
-            "visual_grid", fig_to_png(figs.visual_grid(renamed, shown, map_name=map_name)),
+            "visual_grid", fig_to_png(figs.visual_grid(renamed, shown, map_name=map_name, map_unit=unit)),
             f"Per sample: input, restorations (PSNR against the ground truth), ground truth, and the proxy's "
-            f"predicted {map_name} next to the true one (same scale, /255). Second row: the outlined crop, enlarged."))
+            f"predicted {map_name} next to the true one (same scale, {unit[1]}). Second row: the outlined crop, enlarged."))
         if any(k.startswith("guidance__") for k in inputs.visuals[0]):
             visual.blocks.append(FigureBlock(
                 "guidance_maps", fig_to_png(figs.guidance_maps(inputs.visuals[0])),
@@ -410,9 +413,9 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
         sections.append(Section("Real photos (no ground truth)", [
             f"{len(inputs.real)} real photos from `evaluate.real_folder`: no clean reference exists, so no score; "
             f"judge by eye, `classical` ({TASK_CLASSICAL.get(task, 'the classical baseline')}) next to `learned`.",
-            FigureBlock("real_photos", fig_to_png(figs.real_grid(inputs.real, map_name)),
+            FigureBlock("real_photos", fig_to_png(figs.real_grid(inputs.real, map_name, unit)),
                         f"Per photo: the input, the classical result, the learned result and the proxy's predicted "
-                        f"{map_name} (/255)."),
+                        f"{map_name} ({unit[1]})."),
         ]))
     return Report(title, sections)
 

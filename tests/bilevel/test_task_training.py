@@ -11,7 +11,8 @@ from pipeline.checkpoint import load_model, save_model
 from pipeline.config import ConfigError, ModelConfig, TrainConfig, params_from_dict
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.models.factory import build_model
-from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain, haze_residual_level
+from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain, dark_channel_init, transmission_correction
+from pipeline.physics.haze import T_MIN
 from pipeline.patches import TaskPatchSampler
 from pipeline.synthesis import TaskSpec, degrade_task
 
@@ -30,18 +31,27 @@ def test_task_patches_are_reproducible_and_carry_their_targets(task, images):
     b = TaskPatchSampler(images, TaskSpec(task), 32, np.random.default_rng(3)).degraded_batch(3)
     assert set(a) == {"x", "y", "sigma"} and a["y"].shape == (3, 3, 32, 32) and a["sigma"].shape == (3, 1, 32, 32)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (a["sigma"] >= 0).all() and a["sigma"].max() > 0
-    if task == "derain":  # light rain only adds light
-        assert (a["y"] >= a["x"] - 1e-6).all()
-    else:  # the residual level of the patch as the model sees it
-        assert torch.allclose(a["sigma"], haze_residual_level(a["y"], a["x"]))
+    assert a["sigma"].abs().max() > 0
+    if task == "derain":  # light rain only adds light; the density is non-negative
+        assert (a["y"] >= a["x"] - 1e-6).all() and (a["sigma"] >= 0).all()
+    else:  # the crop's true t against the dark channel prior on the crop, as the model sees it
+        t0, _ = dark_channel_init(a["y"])
+        t = torch.exp(a["sigma"]) * t0
+        assert ((t > 0) & (t <= 1 + 1e-5)).all()
+        # the corrected transmission explains the hazy crop: y = x t + A (1 - t), A the patch's one value
+        airlight = ((a["y"] - a["x"] * t) / (1 - t).clamp_min(1e-3)).flatten(1).median(1).values
+        model_y = a["x"] * t + airlight[:, None, None, None] * (1 - t)
+        assert (model_y - a["y"]).abs().mean() < 1e-3
 
 
-def test_haze_residual_is_zero_where_the_classical_start_is_exact(images):
-    x = torch.from_numpy(images[0])[None]
-    assert haze_residual_level(x * 0 + 0.5, x * 0 + 0.5).max() < 1e-6  # flat grey: nothing to fix
+def test_transmission_correction_is_exact_and_zero_where_the_prior_is_right(images):
     s = degrade_task(images[0], TaskSpec("dehaze"), np.random.default_rng(0))
-    assert s.target.shape == (1, *images[0].shape[-2:]) and s.target.mean() > 0.01
+    y = torch.from_numpy(s.y)[None]
+    t0, _ = dark_channel_init(y)
+    assert torch.allclose(transmission_correction(y, t0), torch.zeros_like(t0), atol=1e-6)  # the prior right: 0
+    assert torch.allclose(t0 * torch.exp(torch.from_numpy(s.target)[None]), torch.from_numpy(s.truth["t"])[None].clamp_min(T_MIN),
+                          rtol=1e-4)
+    assert s.target.shape == (1, *images[0].shape[-2:]) and s.target.std() > 0.01
     assert set(s.truth) == {"t", "airlight", "depth"} and 0 < s.truth["t"].min() <= s.truth["t"].max() <= 1
 
 
@@ -81,3 +91,16 @@ def test_deblurring_variants_are_refused_for_the_task_models():
         params_from_dict({"degrade": {"haze": {"beta": [2.0, 1.0]}}})
     with pytest.raises(ConfigError, match="degrade.rain.densty"):
         params_from_dict({"degrade": {"rain": {"densty": [0.001, 0.002]}}})
+
+
+def test_a_dehaze_model_from_before_the_transmission_correction_is_refused(tmp_path):
+    """Same weights' shapes, another meaning of the proxy's output: refused at load, not misused."""
+    from pipeline.io import InputError
+    model = build_model(CFG, 3, task="dehaze")
+    save_model(tmp_path / "model.pt", model, CFG, 3, "dehaze")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["state_dict"]["proxy_target_version"]  # what a file of the earlier model holds
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="do not fit the dehaze model.*proxy_target_version"):
+        load_model(tmp_path / "old.pt", task="dehaze")
+    assert load_model(tmp_path / "model.pt", task="dehaze")[0].proxy_target_version.item() == 2

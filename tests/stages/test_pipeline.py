@@ -86,7 +86,7 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     metrics = {"deblur": check_deblur(project_copy), **{t: check_task(project_copy, t) for t in ("derain", "dehaze")}}
     report = (project_copy / "reports" / "report.md").read_text()
     assert "## Overview" in report and "Task **derain**" in report and "Task **dehaze**" in report
-    assert "Deblurring: Results" in report and "rain density" in report and "residual level" in report
+    assert "Deblurring: Results" in report and "rain density" in report and "transmission correction" in report
     assert f"{metrics['derain']['methods']['learned']['psnr_mean']:.2f}" in report
     assert f"{metrics['dehaze']['methods']['no_guidance']['psnr_mean']:.2f}" in report
     assert (project_copy / "reports" / "figures" / "dehaze_visual_grid.png").exists()
