@@ -60,7 +60,8 @@ class TaskPaths:
 
     @property
     def models(self) -> Path:
-        return Path("models") / self.task / self.variant_name if self.variant_name else Path("models") / self.task
+        folder = Path("models") / self.task
+        return folder / self.variant_name if self.variant_name else folder
 
     @property
     def model(self) -> Path:

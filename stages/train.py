@@ -132,8 +132,8 @@ def main() -> None:
     p.add_argument("--out", default=None, help="default models/<task>")
     p.add_argument("--checkpoint", default=None, help="default checkpoints/<task>/train.pt")
     p.add_argument("--guidance", choices=("learned", "none", "oracle"), default=None,
-                   help="override model.guidance (none: the no-guidance ablation); the paths then default to "
-                        "models/<task>/<guidance> and checkpoints/<task>-<guidance>/train.pt")
+                   help="override model.guidance (none: the no-guidance ablation); the paths then default to the "
+                        "variant's: models/<task>/no_guidance and checkpoints/<task>-no_guidance/train.pt for none")
     args = p.parse_args()
     params = load_params(args.params, args.task)
     if args.guidance is not None:

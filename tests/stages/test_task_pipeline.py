@@ -67,3 +67,15 @@ def test_sweeps_refuse_rain_and_haze_clearly(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(task_params("derain")))
     res = run_stage(tmp_path, "sweep", "--sweep", str(ROOT / "sweeps" / "tiny.yaml"), "--no-tracking")
     assert res.returncode == 2 and "base.task derain" in res.stderr and "deblur only" in res.stderr
+
+
+def test_the_no_guidance_variant_has_its_own_paths_beside_the_task_model():
+    from stages.common import TaskPaths
+    paths, none = TaskPaths("derain"), TaskPaths("derain").variant("none")
+    assert (str(paths.model), str(paths.checkpoint)) == ("models/derain/model.pt", "checkpoints/derain/train.pt")
+    # the ablate stage's outputs in dvc.yaml; never the learned model's files
+    assert (str(none.model), str(none.checkpoint)) == ("models/derain/no_guidance/model.pt",
+                                                       "checkpoints/derain-no_guidance/train.pt")
+    assert paths.variant("learned") == paths
+    dvc_yaml = (ROOT / "dvc.yaml").read_text()
+    assert "--out models/${item}/no_guidance" in dvc_yaml and "checkpoints/${item}-no_guidance" in dvc_yaml
