@@ -56,3 +56,12 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
         denoiser.load_state_dict(state["pretrained_denoiser"])
         denoiser.to(device).eval()
     return model, denoiser, state
+
+
+def load_ablation(path: str | Path, task: str, device: torch.device | str = "cpu") -> UnfoldedHQS:
+    """The ``no_guidance`` model of ``path``: :func:`load_model`, and an InputError unless it was
+    trained with ``model.guidance: none`` (a guided model there would pass for the ablation)."""
+    model = load_model(path, task=task, device=device)[0]
+    if model.guidance_mode != "none":
+        raise InputError(f"{path}: trained with guidance {model.guidance_mode!r}, not 'none'")
+    return model

@@ -46,7 +46,7 @@ from pipeline import io
 from pipeline.io import PAIR_LAYOUTS
 from pipeline.baselines.pnp import run_schedule
 from pipeline.baselines.tuning import LAM_RANGE, S_END_RANGE, S_START_RANGE, TuningSample, schedule_psnr, tuned_schedule
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_ablation, load_model
 from pipeline.data import hwc_to_chw
 from pipeline.device import pick_device
 from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, level_key, per_noise_params, restore, \
@@ -162,7 +162,7 @@ def benchmark_pairs(args: argparse.Namespace) -> None:
     model = load_model(args.model, task=args.task, device=device)[0]
     if model.guidance_mode == "oracle":
         raise io.InputError(f"{args.model}: a model with guidance 'oracle' needs the true map, which real pairs lack")
-    ablation = load_model(args.ablation_model, task=args.task, device=device)[0] if args.ablation_model else None
+    ablation = load_ablation(args.ablation_model, args.task, device) if args.ablation_model else None
     rows = []
     with io.atomic_dir(args.out) as out:
         for degraded, clean in tqdm(pairs, desc="benchmark", disable=args.quiet):
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         raise io.InputError("--methods no_guidance needs --ablation-model (a model trained with guidance 'none')")
     if not args.ablation_model:
         methods = [m for m in methods if m != "no_guidance"]
-    ablation = load_model(args.ablation_model, task="deblur", device=device)[0] if args.ablation_model else None
+    ablation = load_ablation(args.ablation_model, "deblur", device) if args.ablation_model else None
     needs_tuned = any(m in methods for m in ("optuna_global", "optuna_per_noise", "oracle_per_image",
                                               "wiener", "richardson_lucy", "tv"))
     tuned = io.read_yaml(args.tuned) if needs_tuned else None

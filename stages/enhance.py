@@ -42,6 +42,7 @@ from pipeline import io
 from pipeline.checkpoint import load_model
 from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
+from pipeline.models.task_models import CORRECTION_LIMIT
 from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
     restore_blind
 from stages.common import fill_paths, log, run_main
@@ -180,8 +181,8 @@ def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, devi
         if args.save_guidance:
             base = job.dst.with_name(f"{job.dst.stem}_guidance")
             maps = chw_to_hwc(noise.float().cpu().numpy()).astype(np.float32)
-            # dehaze's map is signed (log(t / t_dcp), clamped to [-3, 3]): the PNG shows 0 as mid-grey
-            shown = 0.5 + maps / 6.0 if args.task == "dehaze" else maps
+            # dehaze's map is signed (log(t / t_dcp) within +-CORRECTION_LIMIT): the PNG shows 0 as mid-grey
+            shown = 0.5 + maps / (2 * CORRECTION_LIMIT) if args.task == "dehaze" else maps
             io.write_image(base.with_suffix(".png"), np.clip(shown, 0.0, 1.0), bits=16)
             with io.atomic_path(base.with_suffix(".npy")) as tmp:
                 np.save(tmp, maps if args.task == "dehaze" else np.clip(maps, 0.0, 1.0))

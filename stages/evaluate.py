@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_ablation, load_model
 from pipeline.data import hwc_to_chw, limit_size
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, restore, restore_task, score
@@ -84,9 +84,7 @@ def evaluate_task(params, args, device) -> None:
         if not ablation_path.is_file():
             raise io.InputError(f"{ablation_path}: missing, and tasks.ablate names {task}: train it with "
                                 f"`dvc repro ablate@{task}` (python -m stages.train --task {task} --guidance none)")
-    ablation = load_model(ablation_path, task=task, device=device)[0] if ablation_path else None
-    if ablation is not None and ablation.guidance_mode != "none":
-        raise io.InputError(f"{ablation_path}: trained with guidance {ablation.guidance_mode!r}, not 'none'")
+    ablation = load_ablation(ablation_path, task, device) if ablation_path else None
     methods = [m for m in TASK_METHODS if m != "no_guidance" or ablation is not None]
     tests = test_samples(degraded)
     visual_ids = pick_visuals(tests, cfg.n_visuals)

@@ -46,6 +46,7 @@ from pipeline.physics.rain import RainPhysics
 
 STREAK_WIDTH = 9  # streaks (and bright details) thinner than this are candidates for rain
 MAP_GAIN = 10.0  # the guidance map (noise-level units, ~0.01-0.2) scaled to O(1) for the refinement networks
+CORRECTION_LIMIT = 3.0  # |log(t / t_dcp)| the dehaze proxy may predict: t within e^-3..e^3 of the prior
 
 
 @dataclass
@@ -287,7 +288,7 @@ class UnfoldedDehaze(_TaskUnfolded):
     def estimate_correction(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The proxy: ``(B, 1, H, W)`` the predicted log-correction of the classical transmission
         ``t`` (:func:`transmission_correction`), zero at the start (the classical estimate)."""
-        return self.proxy(torch.cat([y, t], 1)).clamp(-3.0, 3.0)
+        return self.proxy(torch.cat([y, t], 1)).clamp(-CORRECTION_LIMIT, CORRECTION_LIMIT)
 
     def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -64,3 +64,11 @@ def test_mismatched_pairs_and_missing_arguments_are_refused(tmp_path):
     with pytest.raises(io.InputError, match="not 'dehaze'"):  # a rain model for haze
         make_pairs(tmp_path / "h", "dehaze")
         main(["--task", "dehaze", "--pairs", str(tmp_path / "h"), "--out", str(d / "o"), "--model", str(d / "learned.pt")])
+
+
+def test_a_guided_model_as_the_ablation_is_refused_before_anything_is_written(tmp_path):
+    d = make_pairs(tmp_path, "derain")
+    with pytest.raises(io.InputError, match="learned.pt: trained with guidance 'learned', not 'none'"):
+        main(["--task", "derain", "--pairs", str(d), "--out", str(d / "out"), "--model", str(d / "learned.pt"),
+              "--ablation-model", str(d / "learned.pt"), "--quiet"])
+    assert not (d / "out").exists()

@@ -205,7 +205,17 @@ def test_rain_and_haze_models_restore_a_folder_without_a_kernel(assets, tmp_path
     with torch.no_grad():
         expected = model(Observation(y)).x[0].clamp(0, 1).numpy().transpose(1, 2, 0)
     assert np.abs(colour - expected).max() <= QUANT_16
-    assert np.load(out / "colour_guidance.npy").shape == (40, 44, 1)
+    maps = np.load(out / "colour_guidance.npy")
+    assert maps.shape == (40, 44, 1)
+    with torch.no_grad():
+        estimate = model.estimate_noise(y)[0, 0].numpy()
+    if task == "dehaze":  # the signed transmission correction: exact in the .npy, 0 -> mid-grey in the PNG
+        from pipeline.models.task_models import CORRECTION_LIMIT
+        assert np.allclose(maps[..., 0], estimate, atol=1e-6)
+        shown = io.read_image(out / "colour_guidance.png", gray=True)[..., 0]
+        assert np.abs(shown - np.clip(0.5 + maps[..., 0] / (2 * CORRECTION_LIMIT), 0, 1)).max() <= QUANT_16
+    else:
+        assert np.allclose(maps[..., 0], np.clip(estimate, 0, 1), atol=1e-6)
     caplog.clear()
     assert run_in_process(caplog, *common, "--out", str(tmp_path / "k"), "--kernel", str(assets / "kernel.npy")) == 2
     assert "--kernel is for --task deblur" in caplog.text
