@@ -153,11 +153,6 @@ class UnfoldedHQS(nn.Module):
         else:
             self.register_buffer("rho_gain", torch.zeros(stages))
 
-    def hyper_parameters(self) -> list[nn.Parameter]:
-        """``theta``: everything that sets the hyper-guidance (proxy and per-stage gains)."""
-        extra = [p for p in (self.guidance_gain, self.rho_gain) if isinstance(p, nn.Parameter)]
-        return list(self.proxy.parameters()) + extra
-
     def inner_parameters(self) -> list[nn.Parameter]:
         """``theta`` of the inner problem: the parameters the guidance loss depends on (the proxies)."""
         extra = list(self.stage_proxies.parameters()) if self.proxy_sharing == "per_stage" else []
