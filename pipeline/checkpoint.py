@@ -23,8 +23,10 @@ def save_model(path: str | Path, model: UnfoldedHQS, cfg: ModelConfig, channels:
     """Write the model (and the pre-trained denoiser used by the plug-and-play baselines)."""
     state = {"format": MODEL_FORMAT, "task": task, "channels": channels, "model_config": to_dict(cfg),
              "state_dict": model.state_dict(), "pretrained_denoiser": pretrained_denoiser or {}, "extra": extra or {}}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a file object: torch names the zip's records after a *path's* stem, and the atomic
+    # write's random temporary name would make identical weights give different bytes.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(state, f)
 
 
 def load_model(path: str | Path, task: str | None = None, device: torch.device | str = "cpu") -> tuple[UnfoldedHQS, ConditionedDenoiser | None, dict]:
