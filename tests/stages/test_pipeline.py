@@ -110,6 +110,19 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert "didn't change" in second.stdout or "up to date" in second.stdout
     print(f"no-op repro: {noop_seconds:.1f} s")
 
+    # a typo in params.yaml: the validate stage refuses it before DVC removes any output
+    good = (project_copy / "params.yaml").read_text()
+    bad = yaml.safe_load(good)
+    bad["train"]["stpes"] = bad["train"].pop("steps")
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    kept = {p: p.read_bytes() for p in (project_copy / "models" / "deblur").iterdir() if p.is_file()}
+    assert {"model.pt", "history.csv", "train.json"} <= {p.name for p in kept}
+    typo = dvc(project_copy, "repro")
+    assert typo.returncode != 0 and "unknown key 'train.stpes'" in typo.stdout + typo.stderr, typo.stderr[-2000:]
+    assert "Running stage 'train@deblur'" not in typo.stdout
+    assert all(p.read_bytes() == content for p, content in kept.items())
+    (project_copy / "params.yaml").write_text(good)
+
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
