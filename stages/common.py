@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,11 +107,36 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def interrupt(signum: int, frame) -> None:
+    """SIGTERM as Ctrl-C: the stage unwinds, so its MLflow run ends KILLED and temporaries go."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def exit_with_parent() -> None:
+    """Under DVC (``DVC_STAGE`` is set), get SIGTERM when ``dvc repro`` dies, even by ``kill -9``:
+    DVC runs the command as its direct child, and an orphaned stage would go on writing outputs
+    (a tune kept adding trials) that no lock file will record. Linux only (``prctl``); a stage
+    run by hand is left alone (``nohup`` must keep working)."""
+    if not os.environ.get("DVC_STAGE") or not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise KeyboardInterrupt("dvc exited before the stage started")
+
+
 def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's ``main``; a bad input or config ends with one clear line and exit code 2."""
+    """Run a stage's ``main``; a bad input or config ends with one clear line and exit code 2;
+    SIGTERM (and, under DVC, the death of ``dvc repro``) interrupts it like Ctrl-C (exit 130)."""
     setup_logging()
+    signal.signal(signal.SIGTERM, interrupt)
     try:
+        exit_with_parent()
         main()
+    except KeyboardInterrupt as exc:
+        log.error("interrupted (%s): stopped; a re-run resumes from the last checkpoint", exc or "Ctrl-C")
+        sys.exit(130)
     except (ConfigError, InputError) as exc:
         log.error("%s", exc)
         sys.exit(2)
