@@ -5,6 +5,7 @@ reads it: a model file never unpickles arbitrary objects.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -37,8 +38,13 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
         raise InputError(f"{path}: no such model file")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: {exc})") from exc
+    except pickle.UnpicklingError as exc:  # torch's message is a page on weights_only: say it in one line
+        raise InputError(f"{path}: refused, it holds Python objects beyond weights (a weights-only load never runs "
+                         "them): not a hyperguide model file; use a model.pt written by stages.train") from exc
+    except Exception as exc:  # a truncated or corrupt zip, not a torch file at all
+        first = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        raise InputError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: {first}); "
+                         "is it complete? Re-train or copy it again") from exc
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise InputError(f"{path}: not a hyperguide model file (format {state.get('format') if isinstance(state, dict) else '?'})")
     if task is not None and state["task"] != task:

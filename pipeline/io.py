@@ -85,7 +85,13 @@ def _decode_image(p: Path) -> np.ndarray:
         # LZW/JPEG compression; Pillow decodes those itself.
         with contextlib.suppress(Exception):
             return np.asarray(iio.imread(p, plugin="pillow"))
-    raise InputError(f"cannot read image {p}: {error}") from error
+    # One line, in our words: the decoders' own messages run to several lines and suggest
+    # installing plugins, which never helps with a corrupt file.
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "backend" in reason:  # imageio found no decoder for the bytes: not an image it knows
+        reason = "its content is no image format this reader knows"
+    raise InputError(f"cannot read image {p}: {reason}; is the file complete and really a "
+                     f"{p.suffix.lower() or 'image'} file? Re-export or replace it") from error
 
 
 def _to_unit_float(raw: np.ndarray, p: Path) -> np.ndarray:
