@@ -35,7 +35,7 @@ import pandas as pd
 
 from pipeline.config import ConfigError, Params, flatten, merge, params_from_dict, pin_task, to_dict
 
-# the ablation axis of METHOD.md §3: each name sets the keys that make it that strategy
+# the ablation axis of docs/method.md §4: each name sets the keys that make it that strategy
 STRATEGY_PRESETS: dict[str, dict] = {
     "alternating": {"train": {"strategy": "alternating"}},
     "joint": {"train": {"strategy": "joint"}},

@@ -3,7 +3,7 @@
 Pure functions of (parameters, samples, denoiser) -> mean PSNR; the search itself (Optuna,
 its storage and study names) lives in the one adapter, ``stages/optuna_adapter.py``.
 A tuned HQS schedule has the form ``sigma_k = logspace(s_start, s_end, K)``,
-``rho_k = lam / sigma_k^2`` (METHOD.md §4), searched over ``(lam, s_start, s_end, K)``.
+``rho_k = lam / sigma_k^2`` (docs/method.md §5.2), searched over ``(lam, s_start, s_end, K)``.
 """
 from __future__ import annotations
 

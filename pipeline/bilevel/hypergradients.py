@@ -1,4 +1,4 @@
-"""Hypergradients of the bilevel problem (METHOD.md §3), model-agnostic.
+"""Hypergradients of the bilevel problem (docs/method.md §4), model-agnostic.
 
 The problem: ``min_omega F(omega) = f(omega, theta*(omega))`` with
 ``theta*(omega) in argmin_theta g(omega, theta)``. Parameters travel as ``{name: tensor}`` dicts,

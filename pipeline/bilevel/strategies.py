@@ -1,6 +1,6 @@
 """Bilevel strategies: how one batch updates the denoiser ``omega`` and the proxy ``theta``.
 
-The problem (METHOD.md §3), optimistic bilevel:
+The problem (docs/method.md §3), optimistic bilevel:
 ``min_omega min_theta f(x_K(omega, theta))  s.t.  theta in argmin_theta g(theta; omega)``,
 ``f = ||x_K - x||^2`` (reconstruction), ``g = ||H_theta(y) - sigma||^2`` (guidance error
 against the true noise map, known for synthetic data).

@@ -1,6 +1,6 @@
 """Unfolded models for rain and haze removal: the deblurring model's structure, other physics.
 
-Both follow METHOD.md §2: K HQS stages, each a closed-form data step for the task, then the
+Both follow docs/method.md §2.5: K HQS stages, each a closed-form data step for the task, then the
 conditioned denoiser ``D(z_k, g_k)`` (the deblurring model's class). What the observation hides
 (the streak layer; the transmission and airlight) is estimated and refined from the current
 ``x_k`` at every stage, and the proxy ``H_theta`` predicts a per-pixel guidance ``level`` map.
