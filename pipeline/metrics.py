@@ -18,10 +18,19 @@ def _prepare(x: np.ndarray, gt: np.ndarray, crop: int) -> tuple[np.ndarray, np.n
     return x, gt
 
 
+# Identical images have an MSE of 0 and a PSNR of +inf, which would make every mean over samples
+# infinite and cannot be written as JSON; identical pairs happen in real data (an unchanged crop).
+# 100 dB is an MSE of 1e-10, far below 16-bit quantisation (about 1e-11 is already ~110 dB).
+PSNR_CAP_DB = 100.0
+
+
 def psnr(x: np.ndarray, gt: np.ndarray, crop: int = 0) -> float:
-    """PSNR in dB of ``x`` against ``gt`` (both ``(H, W[, C])`` in [0, 1]; ``x`` clipped)."""
+    """PSNR in dB of ``x`` against ``gt`` (both ``(H, W[, C])`` in [0, 1]; ``x`` clipped), at most
+    :data:`PSNR_CAP_DB` (reached by identical images)."""
     x, gt = _prepare(x, gt, crop)
-    return float(peak_signal_noise_ratio(gt, x, data_range=1.0))
+    if np.array_equal(x, gt):  # skimage would divide by an MSE of 0
+        return PSNR_CAP_DB
+    return min(float(peak_signal_noise_ratio(gt, x, data_range=1.0)), PSNR_CAP_DB)
 
 
 def ssim(x: np.ndarray, gt: np.ndarray, crop: int = 0) -> float:
