@@ -13,8 +13,9 @@ The data, patch sampler, seeded model and trainer are :mod:`pipeline.bilevel.set
 trials train through it too). Checkpoints every ``train.checkpoint_every`` steps to ``--checkpoint``
 (kept by DVC between runs: ``persist``); a re-run after an interruption resumes from it when the
 configuration is unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and
-``train.json``, and logs the model to MLflow in its PyTorch format (``runs:/<run>/model``, registered as
-``hyperguide-<task>``: ``models:/hyperguide-deblur/<version>``), the checkpoint alongside.
+``train.json``, and logs the model to MLflow in its PyTorch format (``runs:/<run>/model``), the checkpoint
+alongside. ``--register`` (what ``dvc.yaml`` passes) also registers it as ``hyperguide-<task>``
+(``models:/hyperguide-deblur/<version>``): a by-hand run into a scratch folder never adds a version.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def finite_or_none(v: float | None) -> float | None:
     return v if v is not None and np.isfinite(v) else None
 
 
-def log_mlflow_model(tracker, model, checkpoint: Path, channels: int, params) -> str:
-    """The trained model in MLflow's PyTorch format, registered as ``hyperguide-<task>``.
+def log_mlflow_model(tracker, model, checkpoint: Path, channels: int, params, register: bool) -> str:
+    """The trained model in MLflow's PyTorch format, registered as ``hyperguide-<task>`` when ``register``.
 
     The served module takes the observation and the blur as one tensor (MLflow's PyTorch flavour
     passes a single array): ``(B, C + 1, H, W)``, the last channel the PSF centred at
@@ -59,7 +60,7 @@ def log_mlflow_model(tracker, model, checkpoint: Path, channels: int, params) ->
                          " H, W even"}
     with torch.no_grad():
         return tracker.log_pytorch_model(packaged, checkpoint, example, channels, metadata,
-                                         registered_model_name=f"hyperguide-{params.base.task}")
+                                         registered_model_name=f"hyperguide-{params.base.task}" if register else None)
 
 
 def main() -> None:
@@ -71,6 +72,9 @@ def main() -> None:
     p.add_argument("--guidance", choices=("learned", "none", "oracle"), default=None,
                    help="override model.guidance (none: the no-guidance ablation); the paths then default to the "
                         "variant's: models/<task>/no_guidance and checkpoints/<task>-no_guidance/train.pt for none")
+    p.add_argument("--register", action="store_true",
+                   help="register the MLflow model as hyperguide-<task> (the pipeline's own run does; by hand, only "
+                        "when this model is the one models:/hyperguide-<task>/latest should point at)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
     if args.guidance is not None:
@@ -117,7 +121,7 @@ def main() -> None:
             log.info("task %s: not logged in MLflow's PyTorch format (model.pt is logged as an artifact)",
                      params.base.task)
         else:
-            uri = log_mlflow_model(tracker, model, out / "model.pt", setup.channels, params)
+            uri = log_mlflow_model(tracker, model, out / "model.pt", setup.channels, params, args.register)
             log.info("logged the model to MLflow as %s (and runs:/%s/model)", uri, tracker.run_id)
         tracker.log_artifact(out / "history.csv")
         log.info("trained in %.1f s; %s", seconds, {k: v for k, v in summary.items() if "psnr" in k})

@@ -153,8 +153,19 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert res.returncode == 2 and "not 'none'" in res.stderr, res.stderr[-2000:]
     assert not (project_copy / "results" / "x").exists()
 
+    # the pipeline registers its model; a by-hand training into a scratch folder does not
+    versions = lambda: mlflow.MlflowClient().search_model_versions("name='hyperguide-deblur'")  # noqa: E731
+    assert [v.version for v in versions()] == ["1"]
+    scratch = run_stage(project_copy, "train", "--task", "deblur", "--out", "scratch", "--checkpoint", "scratch/train.pt")
+    assert scratch.returncode == 0 and (project_copy / "scratch" / "model.pt").exists(), scratch.stderr[-2000:]
+    assert [v.version for v in versions()] == ["1"]
+
+
+def run_stage(root, stage, *args):
+    import sys
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", "--quiet", *args], cwd=root, env=project_env(root),
+                          capture_output=True, text=True, timeout=300)
+
 
 def run_evaluate(root, *args):
-    import sys
-    return subprocess.run([sys.executable, "-m", "stages.evaluate", "--quiet", *args], cwd=root, env=project_env(root),
-                          capture_output=True, text=True, timeout=300)
+    return run_stage(root, "evaluate", *args)
