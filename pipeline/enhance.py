@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline import io
 from pipeline.device import autocast
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS, constant_maps, hqs
@@ -215,15 +216,15 @@ class PackagedDeblur(nn.Module):
 
 @dataclass(frozen=True)
 class ImageFormat:
-    bits: int  # 8 or 16: what the output keeps
-    colour: bool  # three channels stored (alpha dropped)
+    bits: int  # what the output keeps: 8 or 16 (integer levels) or 32 (float samples)
+    colour: bool  # three channels stored (alpha not counted)
 
 
 def probe_image(path: str | Path) -> ImageFormat:
     """Bit depth and colour of an image file, from its header (PNG) or its decoder's properties.
 
     Call after :func:`pipeline.io.read_image` succeeded (this does not report corrupt files).
-    Float and 32-bit images are kept as 16-bit; palette PNGs count as colour.
+    Float samples (TIFF) give 32, other integers wider than 8 bits 16; palette PNGs count as colour.
     """
     p = Path(path)
     with p.open("rb") as f:
@@ -234,13 +235,37 @@ def probe_image(path: str | Path) -> ImageFormat:
     props = iio.improps(p)
     shape = tuple(props.shape)
     colour = len(shape) == 3 and shape[-1] >= 3
-    return ImageFormat(8 if props.dtype.itemsize == 1 else 16, colour)
+    bits = 32 if props.dtype.kind == "f" else 8 if props.dtype.itemsize == 1 else 16
+    return ImageFormat(bits, colour)
 
 
 def output_bits(fmt: ImageFormat, suffix: str) -> int:
-    """The bit depth to write: the input's, unless the output format is 8-bit only (JPEG, BMP)."""
-    return fmt.bits if suffix.lower() in (".png", ".tif", ".tiff") else 8
+    """The bit depth to write: the input's, as far as the output format holds it (floats: TIFF
+    only, else 16-bit; JPEG and BMP: 8-bit only)."""
+    suffix = suffix.lower()
+    if suffix in io.FLOAT_SUFFIXES:
+        return fmt.bits
+    return min(fmt.bits, 16) if suffix == ".png" else 8
 
+
+def round_trip_notes(fmt: ImageFormat, alpha: bool, suffix: str, model_channels: int) -> list[str]:
+    """What restoring an image of ``fmt`` (with an ``alpha`` channel or not) with a model of
+    ``model_channels`` channels and writing it as ``suffix`` does beyond a plain round trip, one
+    phrase each; empty for a plain one."""
+    suffix, bits = suffix.lower(), output_bits(fmt, suffix)
+    notes = []
+    if fmt.bits == 32:
+        notes.append("float kept (float32)" if bits == 32 else f"float written as {bits}-bit ({suffix} holds no float)")
+    elif bits < fmt.bits:
+        notes.append(f"{fmt.bits}-bit written as {bits}-bit ({suffix} holds no more)")
+    if alpha:
+        notes.append("alpha passed through unchanged" if suffix in io.ALPHA_SUFFIXES
+                     else f"alpha dropped ({suffix} holds none)")
+    if fmt.colour and model_channels == 1:
+        notes.append("colour restored channel by channel (grey model)")
+    elif not fmt.colour and model_channels > 1:
+        notes.append(f"grey replicated to the model's {model_channels} channels, its output averaged back")
+    return notes
 
 
 # Measured on CPU (benchmarks/scaling.py), with a margin: the whole-image state of the data step

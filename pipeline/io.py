@@ -27,6 +27,8 @@ import numpy as np
 import yaml
 import png
 import scipy.io
+import tifffile
+from PIL import Image
 from skimage.color import rgb2gray
 
 PathLike = str | os.PathLike[str]
@@ -37,6 +39,9 @@ class InputError(ValueError):
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+ALPHA_SUFFIXES = (".png", ".tif", ".tiff")  # what write_image can store an alpha channel in
+FLOAT_SUFFIXES = (".tif", ".tiff")  # ... and float samples in
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _WRITE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -57,24 +62,51 @@ def read_image(path: PathLike, gray: bool) -> np.ndarray:
     Raises InputError (naming ``path``) for a missing, unreadable, corrupt or truncated file,
     an image with 0 pixels, non-finite values or an unsupported pixel type/layout.
     """
+    p, raw = _stored_image(path, transparency=False)
+    return _to_channels(_to_unit_float(raw, p, clip=True), p, gray)
+
+
+def read_image_with_alpha(path: PathLike, gray: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_image` for a caller that writes the image back: nothing is changed silently.
+
+    Returns the image as :func:`read_image` does and the file's alpha channel float32 ``(H, W)``
+    in [0, 1], scaled like the colour (so :func:`write_image` at the file's bit depth stores it
+    back sample for sample), or None when the file has none. A PNG's ``tRNS`` chunk (a
+    transparent palette entry or colour key) counts as alpha. Unlike :func:`read_image`, float
+    values outside [0, 1] are refused (InputError naming the file and the range found), not
+    clipped.
+    """
+    p, raw = _stored_image(path, transparency=True)
+    unit = _to_unit_float(raw, p, clip=False)
+    alpha = np.ascontiguousarray(unit[..., -1]) if unit.ndim == 3 and unit.shape[2] in (2, 4) else None
+    return _to_channels(unit, p, gray), alpha
+
+
+def _stored_image(path: PathLike, transparency: bool) -> tuple[Path, np.ndarray]:
+    """``(path, stored array)`` of an image file with at least one pixel (see :func:`_decode_image`)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"image not found: {p}")
     if not p.is_file():
         raise InputError(f"not an image file: {p}")
-    raw = _decode_image(p)
+    raw = _decode_image(p, transparency)
     if raw.ndim < 2 or raw.shape[0] * raw.shape[1] == 0:
         raise InputError(f"image has no pixels (shape {raw.shape}): {p}")
-    return _to_channels(_to_unit_float(raw, p), p, gray)
+    return p, raw
 
 
-def _decode_image(p: Path) -> np.ndarray:
-    """Decode ``p`` to its stored array: ``(H, W)`` or ``(H, W, C)`` in the file's dtype."""
+def _decode_image(p: Path, transparency: bool = False) -> np.ndarray:
+    """Decode ``p`` to its stored array: ``(H, W)`` or ``(H, W, C)`` in the file's dtype.
+
+    ``transparency``: an 8-bit PNG's ``tRNS`` chunk becomes an alpha channel (Pillow's
+    decoder otherwise ignores it; the 16-bit decoder always applies it)."""
     try:
         if _is_16bit_png(p):
             # Pillow (hence imageio and skimage.io) silently truncates 16-bit colour PNGs
             # to 8 bits, so 16-bit PNGs are decoded here.
             return _decode_png16(p)
+        if transparency and (mode := _png_transparency_mode(p)):
+            return np.asarray(iio.imread(p, plugin="pillow", mode=mode))
         # imageio rather than skimage.io.imread: the latter swaps axes of images whose
         # height is 3 or 4 and whose channel count is not (e.g. a 4-row grey+alpha image).
         return np.asarray(iio.imread(p))
@@ -94,8 +126,21 @@ def _decode_image(p: Path) -> np.ndarray:
                      f"{p.suffix.lower() or 'image'} file? Re-export or replace it") from error
 
 
-def _to_unit_float(raw: np.ndarray, p: Path) -> np.ndarray:
-    """Map stored pixel values to float32 in [0, 1]; shape unchanged."""
+def _png_transparency_mode(p: Path) -> str | None:
+    """The Pillow mode that applies an 8-bit PNG's ``tRNS`` chunk ("RGBA" or "LA"), or None
+    when ``p`` is no PNG or has no such chunk."""
+    with p.open("rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return None
+    with Image.open(p) as im:  # reads the chunks before the pixel data only
+        if "transparency" not in im.info or im.mode in ("RGBA", "LA"):
+            return None
+        return "RGBA" if im.mode in ("RGB", "P") else "LA"
+
+
+def _to_unit_float(raw: np.ndarray, p: Path, clip: bool) -> np.ndarray:
+    """Map stored pixel values to float32 in [0, 1]; shape unchanged. Floats outside [0, 1] are
+    clipped if ``clip``, else refused."""
     if raw.dtype == np.bool_:
         return raw.astype(np.float32)
     if np.issubdtype(raw.dtype, np.unsignedinteger):
@@ -103,6 +148,11 @@ def _to_unit_float(raw: np.ndarray, p: Path) -> np.ndarray:
     if np.issubdtype(raw.dtype, np.floating):
         if not np.isfinite(raw).all():
             raise InputError(f"image contains NaN or inf: {p}")
+        if not clip:
+            lo, hi = float(raw.min()), float(raw.max())
+            if lo < 0.0 or hi > 1.0:
+                raise InputError(f"{p}: float values span [{lo:.6g}, {hi:.6g}], outside [0, 1] (what the models work"
+                                 " in); rescale the image to [0, 1] first: nothing is clipped silently")
         return np.clip(raw, 0.0, 1.0).astype(np.float32)
     # Signed integers have no agreed mapping to [0, 1]; guessing would silently shift values.
     raise InputError(f"unsupported pixel type {raw.dtype} in {p}")
@@ -182,26 +232,40 @@ def list_pairs(folder: PathLike, degraded: str, clean: str) -> list[tuple[Path, 
     return [(d_files[k], c_files[k]) for k in sorted(d_files)]
 
 
-def write_image(path: PathLike, image: np.ndarray, bits: int = 8) -> None:
+def write_image(path: PathLike, image: np.ndarray, bits: int = 8, alpha: np.ndarray | None = None) -> None:
     """Save a float image atomically; the format follows the suffix (PNG, TIFF, JPEG, BMP).
 
     ``image``: float (or bool) ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)``, nominally in [0, 1]
-    (clipped). ``bits``: 8 or 16; 16 only for PNG and TIFF. Values are rounded to the
-    nearest level, so a write/read round trip errs by at most ``0.5 / (2**bits - 1)``.
+    (clipped). ``bits``: 8 or 16 (16 only for PNG and TIFF) or 32, float32 samples (TIFF only).
+    8 and 16: values are rounded to the nearest level, so a write/read round trip errs by at most
+    ``0.5 / (2**bits - 1)``; 32 stores float32 values exactly. ``alpha``: an alpha channel float
+    ``(H, W)`` in [0, 1] stored after the colour at the same depth (PNG and TIFF only; TIFF marks
+    it unassociated, as PNG's is).
     Raises ValueError (naming ``path``) for an unsupported suffix/bits, shape, dtype or NaN.
     """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in _WRITE_SUFFIXES:
         raise ValueError(f"cannot write {p}: unsupported suffix {suffix!r} (use {', '.join(_WRITE_SUFFIXES)})")
-    if bits not in (8, 16):
-        raise ValueError(f"cannot write {p}: bits must be 8 or 16, got {bits}")
+    if bits not in (8, 16, 32):
+        raise ValueError(f"cannot write {p}: bits must be 8, 16 or 32 (float), got {bits}")
     if bits == 16 and suffix not in (".png", ".tif", ".tiff"):
         raise ValueError(f"cannot write {p}: 16-bit output needs .png or .tif/.tiff")
+    if bits == 32 and suffix not in FLOAT_SUFFIXES:
+        raise ValueError(f"cannot write {p}: float (32-bit) output needs .tif/.tiff")
+    if alpha is not None and suffix not in ALPHA_SUFFIXES:
+        raise ValueError(f"cannot write {p}: alpha needs .png or .tif/.tiff")
     levels = _quantise(image, bits, p)
+    if alpha is not None:
+        if np.shape(alpha) != levels.shape[:2]:
+            raise ValueError(f"cannot write {p}: alpha of shape {np.shape(alpha)} for an image of {levels.shape[:2]}")
+        levels = np.dstack([levels, _quantise(alpha, bits, p)])
     with atomic_path(p) as tmp:
         if suffix == ".png" and bits == 16:
             _encode_png16(tmp, levels)  # Pillow cannot write 16-bit colour PNG
+        elif suffix in (".tif", ".tiff") and alpha is not None:
+            tifffile.imwrite(tmp, levels, photometric="rgb" if levels.shape[2] == 4 else "minisblack",
+                             extrasamples=["unassalpha"])
         elif suffix in (".tif", ".tiff"):
             iio.imwrite(tmp, levels, plugin="tifffile")
         elif suffix in (".jpg", ".jpeg"):
@@ -211,7 +275,8 @@ def write_image(path: PathLike, image: np.ndarray, bits: int = 8) -> None:
 
 
 def _quantise(image: np.ndarray, bits: int, p: Path) -> np.ndarray:
-    """Float ``(H, W[, 1|3])`` in [0, 1] -> uint8/uint16 ``(H, W)`` or ``(H, W, 3)``."""
+    """Float ``(H, W[, 1|3])`` in [0, 1] -> uint8/uint16 (``bits`` 8/16) or float32 (32)
+    ``(H, W)`` or ``(H, W, 3)``."""
     a = np.asarray(image)
     # Integer input is almost always an already-quantised image; clipping it to [0, 1]
     # would silently turn it into a binary mask.
@@ -225,6 +290,8 @@ def _quantise(image: np.ndarray, bits: int, p: Path) -> np.ndarray:
         raise ValueError(f"cannot write {p}: image has no pixels (shape {a.shape})")
     if not np.isfinite(a).all():
         raise ValueError(f"cannot write {p}: image contains NaN or inf")
+    if bits == 32:
+        return np.clip(a, 0.0, 1.0).astype(np.float32)
     top = 2**bits - 1
     return np.round(np.clip(a.astype(np.float64), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
 
@@ -242,9 +309,10 @@ def _is_16bit_png(p: Path) -> bool:
 
 
 def _encode_png16(path: Path, levels: np.ndarray) -> None:
-    """uint16 ``(H, W)`` or ``(H, W, 3)`` -> a 16-bit PNG file."""
+    """uint16 ``(H, W)`` or ``(H, W, 2|3|4)`` (grey, grey+alpha, RGB, RGBA) -> a 16-bit PNG file."""
     h, w = levels.shape[:2]
-    writer = png.Writer(width=w, height=h, greyscale=levels.ndim == 2, bitdepth=16)
+    planes = 1 if levels.ndim == 2 else levels.shape[2]
+    writer = png.Writer(width=w, height=h, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16)
     with path.open("wb") as f:
         writer.write(f, levels.reshape(h, -1))
 

@@ -3,12 +3,17 @@
     python -m stages.enhance --task deblur --kernel K --in PATH --out PATH [--model M] [options]
     python -m stages.enhance --task derain|dehaze --in PATH --out PATH [--model M] [options]
 
---in is one image (PNG, JPEG, TIFF, BMP; 8 or 16 bit; grey or colour) or a folder, searched
-recursively and mirrored under --out (same relative paths, same file formats). Each output keeps
-its input's bit depth (JPEG and BMP are 8-bit only) and its colour: a grey model (the default
-one) restores a colour image channel by channel, each with its own noise estimate. Every file is
-written atomically: an interrupted or failed run never leaves a half-written file. A bad image
-in a folder is reported and skipped; the run then ends with exit code 2 listing the failures.
+--in is one image (PNG, JPEG, TIFF, BMP; 8 or 16 bit, or float TIFF; grey or colour; with or
+without alpha) or a folder, searched recursively and mirrored under --out (same relative paths,
+same file formats). Each output keeps its input's bit depth (JPEG and BMP are 8-bit only) and
+its colour: a grey model (the default one) restores a colour image channel by channel, each with
+its own noise estimate. A float TIFF gives a float32 TIFF; float values outside [0, 1] (what the
+models work in) are refused, never clipped. An alpha channel (a PNG's transparency included) is
+not restored but passed through unchanged into a PNG or TIFF output; a JPEG or BMP output holds
+none, so there it is dropped (and the log says so). Whatever is not a plain round trip (alpha
+kept or dropped, float kept, fewer bits, channel by channel) gets one log line per file. Every
+file is written atomically: an interrupted or failed run never leaves a half-written file. A bad
+image in a folder is reported and skipped; the run then ends with exit code 2 listing the failures.
 
 --model is a checkpoint file (models/<task>/model.pt, what `dvc repro` trains) or an MLflow model URI
 (runs:/<run_id>/model, models:/hyperguide-deblur/<version>) from the store MLFLOW_TRACKING_URI
@@ -44,7 +49,7 @@ from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
 from pipeline.models.task_models import CORRECTION_LIMIT
 from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
-    restore_blind
+    restore_blind, round_trip_notes
 from stages.common import fill_paths, log, run_main
 from stages.tracking import fetch_checkpoint, is_model_uri
 
@@ -154,7 +159,8 @@ def load_checked(path: Path, ref: str, task: str, device: torch.device):
 def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, device: torch.device, args) -> None:
     """Read, restore and write one image (atomically); InputError for anything wrong with it.
     ``kernel`` None: a rain / haze model."""
-    img = io.read_image(job.src, gray=False)  # (H, W, 3); grey files replicated, undone below
+    # (H, W, 3), grey files replicated (undone below); alpha apart; floats outside [0, 1] refused
+    img, alpha = io.read_image_with_alpha(job.src, gray=False)
     fmt = probe_image(job.src)
     if not fmt.colour:
         img = img[..., :1]
@@ -176,8 +182,10 @@ def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, devi
         except ValueError as exc:  # a budget too small for one tile, a channel mismatch
             raise io.InputError(f"{job.src}: {exc}") from exc
     out = np.clip(chw_to_hwc(x.cpu().numpy()), 0.0, 1.0)
+    suffix = job.dst.suffix.lower()
     try:
-        io.write_image(job.dst, out, bits=output_bits(fmt, job.dst.suffix))
+        io.write_image(job.dst, out, bits=output_bits(fmt, suffix),
+                       alpha=alpha if suffix in io.ALPHA_SUFFIXES else None)
         if args.save_guidance:
             base = job.dst.with_name(f"{job.dst.stem}_guidance")
             maps = chw_to_hwc(noise.float().cpu().numpy()).astype(np.float32)
@@ -188,6 +196,9 @@ def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, devi
                 np.save(tmp, maps if args.task == "dehaze" else np.clip(maps, 0.0, 1.0))
     except OSError as exc:
         raise io.InputError(f"cannot write {job.dst}: {exc.strerror or exc}") from exc
+    notes = round_trip_notes(fmt, alpha is not None, suffix, model.denoiser.channels)
+    if notes:
+        log.info("%s -> %s: %s", job.src, job.dst, "; ".join(notes))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import png
 import pytest
 import scipy.io
 import tifffile
@@ -24,6 +25,7 @@ from pipeline.io import (
     load_npz,
     read_csv,
     read_image,
+    read_image_with_alpha,
     read_json,
     read_kernels,
     save_npz,
@@ -148,6 +150,7 @@ def test_write_image_accepts_2d_and_jpeg(tmp_path: Path) -> None:
         ("a.png", np.full((4, 4), np.nan), 8),
         ("a.png", np.zeros((4, 4), np.uint8), 8),
         ("a.png", np.zeros((4, 4, 2)), 8),
+        ("a.png", np.zeros((4, 4)), 32),
     ],
 )
 def test_write_image_rejects_bad_requests(tmp_path: Path, name: str, image: np.ndarray, bits: int) -> None:
@@ -180,6 +183,118 @@ def test_alpha_dropped_bool_scaled_float_clipped(tmp_path: Path) -> None:
     values = np.linspace(-0.5, 1.5, H * W, dtype=np.float32).reshape(H, W)
     tifffile.imwrite(tmp_path / "float.tif", values)
     assert np.array_equal(read_image(tmp_path / "float.tif", gray=True)[..., 0], np.clip(values, 0, 1))
+
+
+def _stored(path: Path) -> np.ndarray:
+    """A PNG's or TIFF's samples as other decoders (pypng, tifffile) see them: ``(H, W, C)`` in the
+    file's dtype."""
+    if path.suffix == ".tif":
+        a = tifffile.imread(path)
+        return a[..., None] if a.ndim == 2 else a
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    dtype = np.uint16 if info["bitdepth"] == 16 else np.uint8
+    return np.vstack([np.asarray(r, dtype) for r in rows]).reshape(height, width, info["planes"])
+
+
+def _store(path: Path, samples: np.ndarray) -> None:
+    """``(H, W, 2|4)`` grey+alpha / RGBA samples written by pypng (PNG) or tifffile (TIFF)."""
+    c = samples.shape[-1]
+    if path.suffix == ".tif":
+        tifffile.imwrite(path, samples, photometric="rgb" if c == 4 else "minisblack", extrasamples=["unassalpha"])
+        return
+    writer = png.Writer(W, H, greyscale=c == 2, alpha=True, bitdepth=8 * samples.itemsize)
+    with path.open("wb") as f:
+        writer.write(f, samples.reshape(H, -1))
+
+
+def _palette_png(path: Path) -> np.ndarray:
+    """A palette PNG whose entry 0 is transparent (a tRNS chunk); returns the expected alpha."""
+    index = np.arange(H * W).reshape(H, W).astype(np.uint8) % 3
+    img = Image.fromarray(index, "P")
+    img.putpalette([10, 20, 30, 200, 0, 0, 0, 200, 0])
+    img.save(path, transparency=0)
+    return np.where(index == 0, 0.0, 1.0).astype(np.float32)
+
+
+def _colour_key_png(path: Path) -> np.ndarray:
+    """A grey PNG whose level 7 is transparent (a tRNS colour key); returns the expected alpha."""
+    grey = (np.arange(H * W).reshape(H, W) % 11).astype(np.uint8)
+    Image.fromarray(grey, "L").save(path, transparency=7)
+    return np.where(grey == 7, 0.0, 1.0).astype(np.float32)
+
+
+def test_read_image_with_alpha_returns_the_stored_alpha(tmp_path: Path) -> None:
+    """8- and 16-bit PNG (grey+alpha, RGBA), a palette's and a colour key's transparency, float
+    TIFF: alpha as stored, scaled like the colour; the colour exactly what read_image gives."""
+    rng = np.random.default_rng(5)
+    rgba8 = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    Image.fromarray(rgba8, "RGBA").save(tmp_path / "rgba8.png")
+    la8 = rng.integers(0, 256, (H, W, 2), dtype=np.uint8)
+    Image.fromarray(la8, "LA").save(tmp_path / "la8.png")
+    rgba16 = rng.integers(0, 65536, (H, W, 4), dtype=np.uint16)
+    _write(tmp_path / "rgba16.png", _png16(rgba16, (0, 1, 2, 3, 4), False))
+    floats = rng.random((H, W, 4)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "rgbaf.tif", floats, photometric="rgb", extrasamples=["unassalpha"])
+    expected = {
+        "rgba8.png": rgba8[..., 3] / np.float32(255), "la8.png": la8[..., 1] / np.float32(255),
+        "rgba16.png": (rgba16[..., 3] / 65535).astype(np.float32), "rgbaf.tif": floats[..., 3],
+        "palette.png": _palette_png(tmp_path / "palette.png"), "key.png": _colour_key_png(tmp_path / "key.png"),
+    }
+    for name, alpha in expected.items():
+        colour = name not in ("la8.png", "key.png")
+        img, got = read_image_with_alpha(tmp_path / name, gray=not colour)
+        assert got is not None and got.dtype == np.float32 and np.array_equal(got, alpha), name
+        assert np.array_equal(img, read_image(tmp_path / name, gray=not colour)), name
+    write_image(tmp_path / "rgb.png", _image(3))
+    assert read_image_with_alpha(tmp_path / "rgb.png", gray=False)[1] is None
+
+
+def test_read_image_with_alpha_refuses_floats_out_of_range(tmp_path: Path) -> None:
+    values = np.linspace(-0.5, 1.25, H * W, dtype=np.float32).reshape(H, W)
+    tifffile.imwrite(tmp_path / "hdr.tif", values)
+    with pytest.raises(InputError, match=r"\[-0\.5, 1\.25\], outside \[0, 1\]") as exc_info:
+        read_image_with_alpha(tmp_path / "hdr.tif", gray=True)
+    _assert_error_names(exc_info, tmp_path / "hdr.tif")
+    assert "\n" not in str(exc_info.value)
+    assert read_image(tmp_path / "hdr.tif", gray=True).max() == 1.0  # the pipeline's reader still clips
+    tifffile.imwrite(tmp_path / "ends.tif", np.clip(values, 0, 1))  # 0 and 1 themselves are in range
+    assert np.array_equal(read_image_with_alpha(tmp_path / "ends.tif", gray=True)[0][..., 0], np.clip(values, 0, 1))
+
+
+@pytest.mark.parametrize("suffix, bits", [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16), (".tif", 32)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_alpha_written_back_sample_for_sample(tmp_path: Path, suffix: str, bits: int, channels: int) -> None:
+    """read_image_with_alpha then write_image at the file's depth: the same stored samples."""
+    rng = np.random.default_rng(bits + channels)
+    if bits == 32:
+        samples = rng.random((H, W, channels + 1)).astype(np.float32)
+    else:
+        dtype = np.uint8 if bits == 8 else np.uint16
+        samples = rng.integers(0, 2**bits, (H, W, channels + 1), dtype=dtype)
+    src = tmp_path / f"src{suffix}"
+    _store(src, samples)
+    img, alpha = read_image_with_alpha(src, gray=channels == 1)
+    write_image(tmp_path / f"back{suffix}", img, bits=bits, alpha=alpha)
+    back = _stored(tmp_path / f"back{suffix}")
+    assert back.dtype == samples.dtype and np.array_equal(back, samples)
+
+
+def test_float_tiff_written_as_float32(tmp_path: Path) -> None:
+    img = _image(3).astype(np.float32)
+    write_image(tmp_path / "f.tif", img, bits=32)
+    back = tifffile.imread(tmp_path / "f.tif")
+    assert back.dtype == np.float32 and np.array_equal(back, img)  # exact: no levels
+    write_image(tmp_path / "over.tif", img * 2 - 0.5, bits=32)
+    assert tifffile.imread(tmp_path / "over.tif").min() == 0.0 and tifffile.imread(tmp_path / "over.tif").max() == 1.0
+
+
+def test_write_image_refuses_alpha_where_it_cannot_go(tmp_path: Path) -> None:
+    img, alpha = np.zeros((4, 5, 3)), np.ones((4, 5))
+    for name, a in (("a.jpg", alpha), ("a.bmp", alpha), ("a.png", np.ones((5, 4)))):
+        with pytest.raises(ValueError) as exc_info:
+            write_image(tmp_path / name, img, alpha=a)
+        _assert_error_names(exc_info, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lzw_tiff_readable_without_imagecodecs(tmp_path: Path) -> None:
