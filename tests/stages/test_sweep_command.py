@@ -97,9 +97,8 @@ def test_a_bad_sweep_file_is_refused_before_anything_starts(data, axes, message)
 def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
     """Same global batch (2 patches): one process vs two gloo workers with one patch each.
     Tolerance: relative 1e-5 (the sums of the all-reduce run in another order)."""
-    import ray
-
-    from stages.sweep import train_data_parallel
+    from stages import ray_adapter
+    from stages.sweep_trial import train_data_parallel
     from stages.train import train
 
     params = params_from_dict(profile_dict())
@@ -112,12 +111,8 @@ def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
         reference = train(one, prepared, degraded, None, torch.device("cpu"))[0].history
     finally:
         torch.set_num_threads(threads)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}})
-    try:
+    with ray_adapter.cluster(num_cpus=2, object_store_mb=100):
         state = train_data_parallel(two, prepared, degraded, tmp_path / "ckpt.pt", tmp_path / "model.pt", 1, 0)
-    finally:
-        ray.shutdown()
     got = state["history"]
     assert [(r["phase"], r["step"]) for r in got] == [(r["phase"], r["step"]) for r in reference]
     for a, b in zip(reference, got):
