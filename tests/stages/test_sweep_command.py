@@ -1,7 +1,7 @@
 """The sweep command on a local Ray with 2 CPUs: two trials, one whose worker dies once (retried
 from its checkpoint), the table and the MLflow parent/child runs; a re-launch recomputes nothing;
-a bad sweep file is refused before anything starts; Ray Train's two workers follow one worker's
-loss curve."""
+a trial whose worker dies past its retries is a failure everywhere; a bad sweep file is refused
+before anything starts; Ray Train's two workers follow one worker's loss curve."""
 from __future__ import annotations
 
 import dataclasses
@@ -81,6 +81,27 @@ def test_two_trials_one_killed_once_then_a_relaunch_that_recomputes_nothing(data
     assert (out / "results.csv").read_text() == table
     runs = client.search_runs([exp.experiment_id], "tags.dvc_stage = 'sweep'")
     assert len(runs) == 3  # the same parent re-opened, no new child
+
+
+@pytest.mark.slow
+def test_a_trial_dead_past_its_retries_is_listed_and_the_command_exits_1(data):
+    (data / "f.yaml").write_text(yaml.safe_dump({**SWEEP, "name": "f1", "max_retries": 0,
+                                                 "axes": {"strategy": ["alternating"]}}))
+    done = run(data, "stages.sweep", "--params", "params.yaml", "--sweep", "f.yaml", "--out", "f_out", "--num-cpus", "1",
+               "--object-store-mb", "100", "--quiet", "--inject-fault", "0@2")
+    assert done.returncode == 1, done.stderr[-4000:]
+    out = data / "f_out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_failed"] == 1 and summary["failed"] == ["strategy=alternating__seed=0"]
+    assert "## Failures" in (out / "summary.md").read_text()
+    assert json.loads((out / "trials" / "strategy=alternating__seed=0" / "failed.json").read_text())["attempts"] == 1
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("hyperguide-deblur")
+    runs = client.search_runs([exp.experiment_id], "tags.sweep = 'f1'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the parent and its child
 
 
 @pytest.mark.parametrize("axes,message", [({"strategy": ["alternating"], "model.stagse": [2]}, "did you mean 'model.stages'"),
