@@ -3,11 +3,12 @@
     python benchmarks/sweep_parallel.py [--trials 4] [--steps 40] [--cpus 2]
 
 Prepares the test profile's data in a temporary folder (prepare + degrade), then runs the same
-trial function as ``stages.sweep`` (``run_trial``: train + validate, one torch thread per trial)
-``--trials`` times in this process, then as Ray tasks of one CPU each on a local Ray with
-``--cpus`` cores. Ray's start-up (``ray.init``) and the workers' first imports (a warm-up task per
-core) are measured apart from the parallel phase. Prints ``key=value`` lines, the last one
-``parallel_efficiency=<sequential / (parallel * cores)>`` (the issue's target: >= 0.85 on 2 cores).
+trial function as ``stages.sweep`` (``stages.sweep_trial.run_trial``: train + validate, one torch
+thread per trial) ``--trials`` times in this process, then as Ray tasks of one CPU each on a
+local Ray with ``--cpus`` cores (``stages.ray_adapter``, as the sweep). Ray's start-up and the
+workers' first imports (a warm-up task per core) are measured apart from the parallel phase.
+Prints ``key=value`` lines, the last one ``parallel_efficiency=<sequential / (parallel * cores)>``
+(the issue's target: >= 0.85 on 2 cores).
 
 A control without Ray (``--no-pool-control`` skips it): the same trials on a plain process pool
 of ``--cpus`` warmed-up processes, ``pool_efficiency``. What the machine itself gives two
@@ -66,7 +67,7 @@ def tasks(folder: Path, params: dict, n: int, tag: str) -> list[dict]:
 def _warm(_: int) -> int:
     # the imports a trial pays once per worker (the sequential phase paid them before timing)
     import pipeline.evaluation  # noqa: F401
-    import stages.sweep  # noqa: F401
+    import stages.sweep_trial  # noqa: F401
     import stages.train  # noqa: F401
     import torch
 
@@ -75,7 +76,7 @@ def _warm(_: int) -> int:
 
 def timed_trial(task: dict) -> float:
     """``run_trial`` and the CPU seconds it took (this process): to tell overhead from load."""
-    from stages.sweep import run_trial
+    from stages.sweep_trial import run_trial
 
     c0 = time.process_time()
     run_trial(task)
@@ -119,22 +120,16 @@ def main() -> None:
         print(f"sequential_seconds={sequential:.2f}")
         print(f"seconds_per_trial={sequential / args.trials:.2f}", flush=True)
 
-        import ray
+        from stages import ray_adapter
 
-        t0 = time.perf_counter()
-        ray.init(num_cpus=args.cpus, include_dashboard=False, object_store_memory=100 * 2**20,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}},
-                 logging_level="WARNING")
-        startup = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        warm = ray.remote(_warm).options(num_cpus=1)
-        ray.get([warm.remote(i) for i in range(args.cpus)])
-        warmup = time.perf_counter() - t0
-        remote = ray.remote(timed_trial).options(num_cpus=1, max_retries=0)
-        t0 = time.perf_counter()
-        par_cpu = sum(ray.get([remote.remote(t) for t in tasks(folder, params, args.trials, "par")]))
-        parallel = time.perf_counter() - t0
-        ray.shutdown()
+        with ray_adapter.cluster(args.cpus, object_store_mb=100, quiet=True) as startup:
+            t0 = time.perf_counter()
+            ray_adapter.gather([ray_adapter.submit(_warm, i, num_cpus=1) for i in range(args.cpus)])
+            warmup = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            par_cpu = sum(ray_adapter.gather([ray_adapter.submit(timed_trial, t, num_cpus=1)
+                                              for t in tasks(folder, params, args.trials, "par")]))
+            parallel = time.perf_counter() - t0
         pool = None if args.no_pool_control else pool_run(folder, params, args.trials, args.cpus)
 
     speedup = sequential / parallel

@@ -46,6 +46,7 @@ from pipeline.patches import NoiseSpec, PatchSampler  # noqa: E402
 from pipeline.physics.blur import BlurPhysics  # noqa: E402
 from pipeline.synthesis import degrade  # noqa: E402
 from stages.common import load_params  # noqa: E402
+from stages.tracking import scratch_run  # noqa: E402
 
 IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "clock")
 
@@ -101,16 +102,11 @@ def bare_loop(model, batches: list[dict], cfg: TrainConfig, device: torch.device
 
 def pipeline_run(model, make_sampler, val, cfg: TrainConfig, device: torch.device, work: Path) -> float:
     """``Trainer.run`` with MLflow logging and checkpoints, as the train stage; returns the seconds."""
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
-    exp = mlflow.create_experiment("throughput", artifact_location=(work / "artifacts").as_uri())
     sampler, rng = make_sampler()
-    with mlflow.start_run(experiment_id=exp):
+    with scratch_run(work, "throughput") as tracker:
         def log_row(row: dict) -> None:
-            mlflow.log_metrics({f"{row['phase']}/{k}": float(v) for k, v in row.items()
-                                if k not in ("phase", "step") and isinstance(v, (int, float)) and v == v},
-                               step=row["step"])
+            tracker.log_metrics({f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("phase", "step")},
+                                step=row["step"])
 
         trainer = Trainer(model, sampler, cfg, device, rng, work / "train.pt", "bench", val, log_row, progress=False)
         t0 = time.perf_counter()

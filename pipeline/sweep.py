@@ -1,6 +1,7 @@
-"""Ablation sweeps, the pure part: the sweep file as typed objects, its grid of trials, the
-results table and the ranking (pandas), the figures (matplotlib). No Ray, no MLflow: the
-``sweep`` stage (``stages/sweep.py``) runs the trials and tracks them.
+"""Ablation sweeps, the pure part: the sweep file as typed objects, its grid of trials, a trial's
+validation score, the results table, the ranking and the summary (pandas), the figures
+(matplotlib). No Ray, no MLflow: the ``sweep`` stage (``stages/sweep.py``) runs the trials
+(``stages/sweep_trial.py``) and tracks them.
 
 A sweep file::
 
@@ -28,12 +29,17 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.config import ConfigError, Params, flatten, merge, params_from_dict, pin_task, to_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.datasets import Sample
 
 # the ablation axis of docs/method.md §4: each name sets the keys that make it that strategy
 STRATEGY_PRESETS: dict[str, dict] = {
@@ -227,6 +233,30 @@ def expand(spec: SweepSpec, base: dict, fingerprint: str = "") -> list[Trial]:
     return trials
 
 
+# -- a trial's score -------------------------------------------------------------------------
+def evaluate_validation(model: "torch.nn.Module", samples: list["Sample"], device: "torch.device") -> tuple[dict, list[dict]]:
+    """The trained (deblurring) model on every validation sample: ``({"val_psnr": mean of
+    per-level means, "val_psnr@LEVEL": .., "val_ssim": ..}, per-stage rows)``, a per-stage row
+    being the mean over samples of ``stage, rho, guidance_mean_255, guidance_gain``."""
+    import torch
+
+    from pipeline.evaluation import restore, score
+
+    rows, stage_rows = [], []
+    model.to(device).eval()
+    for s in samples:
+        res = restore(s.y, s.kernel, s.target, model, None, device, 0.01, methods=("learned",))
+        rows.append({"noise_level": s.noise_level, **score(res.outputs, s.x, s.kernel_shape)["learned"]})
+        for k, g in enumerate(res.guidance):
+            stage_rows.append({"stage": k + 1, "rho": float(res.rhos[k]), "guidance_mean_255": float(g.mean()) * 255,
+                               "guidance_gain": float(torch.exp(model.guidance_gain[k]).item())})
+    per_level = pd.DataFrame(rows).groupby("noise_level")[["psnr", "ssim"]].mean()
+    metrics = {METRIC: float(per_level["psnr"].mean()), "val_ssim": float(per_level["ssim"].mean())}
+    metrics.update({f"{METRIC}@{lvl:g}": float(v) for lvl, v in per_level["psnr"].items()})
+    stages = pd.DataFrame(stage_rows).groupby("stage").mean().reset_index().to_dict("records")
+    return metrics, stages
+
+
 # -- results ---------------------------------------------------------------------------------
 def results_frame(records: list[dict], spec: SweepSpec) -> pd.DataFrame:
     """One row per trial (finished or failed): id, status, axes, seed, metrics, cost, error.
@@ -320,6 +350,29 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *body]) + "\n"
+
+
+def summary_markdown(spec: SweepSpec, frame: pd.DataFrame, ranking: pd.DataFrame, text: str) -> str:
+    """``summary.md``: the trial count, the ranking (sentences and table), the failures."""
+    failed = frame[frame["status"] != "finished"] if len(frame) else frame
+    failures = "".join(f"- {r.trial_id}: {r.error} (attempts: {r.attempts})\n" for r in failed.itertuples())
+    return (f"# Sweep `{spec.name}`\n\n{len(frame)} trials, {len(failed)} failed.\n\n"
+            f"## Ranking\n\n{text}\n\n{markdown_table(ranking)}\n" + (f"## Failures\n\n{failures}" if failures else ""))
+
+
+def summary_record(spec: SweepSpec, frame: pd.DataFrame, ranking: pd.DataFrame) -> dict:
+    """``summary.json``: the counts, the failed trials' ids, the ranking's rows."""
+    failed = frame[frame["status"] != "finished"] if len(frame) else frame
+    return {"sweep": spec.name, "n_trials": len(frame), "n_failed": len(failed),
+            "failed": failed["trial_id"].tolist() if len(failed) else [],
+            "ranking": json.loads(ranking.to_json(orient="records"))}
+
+
+def stage_table(records: list[dict]) -> pd.DataFrame:
+    """The finished trials' per-stage rows, each labelled with its configuration (``config``):
+    what :func:`stages_figure` draws."""
+    return pd.DataFrame([{"config": ", ".join(str(v) for _, v in r["values"]), **s}
+                         for r in records if r["status"] == "finished" for s in r.get("stages", [])])
 
 
 # -- figures ---------------------------------------------------------------------------------

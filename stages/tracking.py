@@ -9,16 +9,26 @@ no pickle) with the plain weights-only checkpoint alongside as an extra file; a 
 (``runs:/<run>/model``, ``models:/<name>/<version>``) is resolved by downloading the artifacts
 and loading that checkpoint with ``torch.load(weights_only=True)`` (:func:`fetch_checkpoint`):
 nothing logged is ever unpickled here.
+
+Sweeps: one parent run per sweep (:func:`open_sweep_run`, re-opened on a re-launch), a child run
+per trial logged from the trial's own process (:func:`log_trial_run`: through ``MlflowClient``,
+no process-wide active run, retried while a SQLite store is locked by another trial), closed
+with the sweep's totals and tables (:func:`close_sweep_run`).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
+from pipeline import io
 from pipeline.config import Params, flatten
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,8 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
 MODEL_URI_SCHEMES = ("runs:/", "models:/")
+EXPERIMENT_PREFIX = "hyperguide"  # one experiment per task: hyperguide-deblur, ...
+T = TypeVar("T")
 
 
 def tracking_uri() -> str:
@@ -95,14 +107,22 @@ class Tracker:
         return info.model_uri
 
 
-def _experiment_id(mlflow_module: Any, name: str) -> str:
-    exp = mlflow_module.get_experiment_by_name(name)
+def experiment_name(task: str) -> str:
+    return f"{EXPERIMENT_PREFIX}-{task}"
+
+
+def experiment_id(name: str) -> str:
+    """The id of the experiment ``name`` in the current tracking URI, created when missing (the
+    default store keeps its artifacts in ``mlartifacts/``)."""
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
     if tracking_uri() == DEFAULT_URI:
         location = Path(ARTIFACT_DIR).resolve().as_uri()
-    return mlflow_module.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location)
 
 
 @contextlib.contextmanager
@@ -116,9 +136,8 @@ def stage_run(stage: str, params: Params, extra_tags: dict[str, str] | None = No
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    experiment_id = _experiment_id(mlflow, f"hyperguide-{params.base.task}")
     tags = {"dvc_stage": stage, "git_commit": git_commit(), "task": params.base.task, **(extra_tags or {})}
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags)
+    run = mlflow.start_run(experiment_id=experiment_id(experiment_name(params.base.task)), run_name=stage, tags=tags)
     tracker = Tracker(mlflow, run)
     status = "FINISHED"
     try:
@@ -135,6 +154,138 @@ def stage_run(stage: str, params: Params, extra_tags: dict[str, str] | None = No
         log.info("MLflow run %s (%s) ended %s", run.info.run_id, stage, status)
 
 
+@contextlib.contextmanager
+def scratch_run(folder: str | Path, experiment: str) -> Iterator[Tracker]:
+    """A run in a throwaway SQLite store under ``folder`` (benchmarks): ``folder/mlflow.db``, its
+    artifacts in ``folder/artifacts``."""
+    import mlflow
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = mlflow.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        yield Tracker(mlflow, run)
+
+
+# -- sweeps: a parent run per sweep, a child run per trial -------------------------------------
+@dataclass(frozen=True)
+class SweepRun:
+    """The sweep's parent run, as its trials need it (sent to every Ray task)."""
+
+    uri: str  # absolute: the trials may run in another folder or on another node
+    experiment_id: str
+    parent_run_id: str
+    sweep: str
+
+
+def _absolute_uri() -> str:
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def _with_retries(fn: Callable[[], T], what: str, tries: int = 5) -> T:
+    """SQLite-backed MLflow stores refuse concurrent writers for a moment: retry with backoff."""
+    for i in range(tries - 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - the store's error types vary by backend
+            if "locked" not in str(exc).lower():
+                raise
+            log.warning("%s: %s; retrying", what, exc)
+            time.sleep(0.5 * 2**i)
+    return fn()
+
+
+def _params(values: dict[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in values.items()]
+
+
+def open_sweep_run(state_file: str | Path, sweep: str, task: str, params: dict[str, Any]) -> SweepRun:
+    """The sweep's parent run in the task's experiment: re-opened (RUNNING again) when
+    ``state_file`` names one that still exists for this sweep, else a new one logging ``params``
+    (``state_file`` then names it)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = _absolute_uri()
+    mlflow.set_tracking_uri(uri)
+    exp_id = experiment_id(experiment_name(task))
+    client = MlflowClient(uri)
+    state_file = Path(state_file)
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        try:
+            run = client.get_run(state["parent_run_id"])
+            if run.info.experiment_id == exp_id and state.get("sweep") == sweep:
+                client.update_run(run.info.run_id, status="RUNNING")
+                return SweepRun(uri, exp_id, run.info.run_id, sweep)
+        except Exception:  # noqa: BLE001 - another store, a deleted run: start a new parent
+            pass
+    run = client.create_run(exp_id, run_name=f"sweep:{sweep}",
+                            tags={"dvc_stage": "sweep", "git_commit": git_commit(), "task": task, "sweep": sweep})
+    client.log_batch(run.info.run_id, params=_params(params))
+    io.write_json(state_file, {"parent_run_id": run.info.run_id, "sweep": sweep})
+    return SweepRun(uri, exp_id, run.info.run_id, sweep)
+
+
+def log_trial_run(sweep: SweepRun, trial_id: str, params: dict[str, Any], history: list[dict],
+                  metrics: dict[str, float], status: str, tags: dict[str, str], pretrain_steps: int = 0) -> str:
+    """A child run of the sweep's parent, ended ``status``: ``params``, the training curves
+    (``history`` rows, bilevel steps after the ``pretrain_steps``), the final ``metrics``
+    (``val_psnr@3`` logged as ``val_psnr/noise_3``). Returns its run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(sweep.uri)
+    run_tags = {"mlflow.parentRunId": sweep.parent_run_id, "sweep": sweep.sweep, "trial_id": trial_id,
+                "dvc_stage": "sweep", **tags}
+    run = _with_retries(lambda: client.create_run(sweep.experiment_id, run_name=trial_id, tags=run_tags), "create_run")
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, (int, float)) and math.isfinite(v)
+
+    series = [Metric(f"{row['phase']}/{k}", float(v), now, (0 if row["phase"] == "pretrain" else pretrain_steps)
+                     + int(row["step"])) for row in history for k, v in row.items()
+              if k not in ("phase", "step") and finite(v)]
+    finals = [Metric(k.replace("@", "/noise_"), float(v), now, 0) for k, v in metrics.items() if finite(v)]
+    entries = _params(params)
+    for i in range(0, len(entries), 100):  # MLflow's batch limits: 100 params, 1000 metrics
+        chunk = entries[i:i + 100]
+        _with_retries(lambda: client.log_batch(run_id, params=chunk), "log_batch")
+    every = series + finals
+    for i in range(0, len(every), 1000):
+        chunk = every[i:i + 1000]
+        _with_retries(lambda: client.log_batch(run_id, metrics=chunk, tags=[RunTag("status", status)]), "log_batch")
+    _with_retries(lambda: client.set_terminated(run_id, status), "set_terminated")
+    return run_id
+
+
+def close_sweep_run(sweep: SweepRun, metrics: dict[str, float], artifacts: list[Path], failed: bool) -> None:
+    """End the parent run (FAILED when a trial failed) with the sweep's ``metrics`` and
+    ``artifacts`` (files, and folders under their own name)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(sweep.uri)
+    rid = sweep.parent_run_id
+    for k, v in metrics.items():
+        client.log_metric(rid, k, float(v))
+    for path in artifacts:
+        if path.is_dir():
+            client.log_artifacts(rid, str(path), path.name)
+        else:
+            client.log_artifact(rid, str(path))
+    client.set_terminated(rid, "FAILED" if failed else "FINISHED")
+
+
 def is_model_uri(ref: str) -> bool:
     """``runs:/...`` or ``models:/...`` (anything else is a local checkpoint path)."""
     return ref.startswith(MODEL_URI_SCHEMES)
@@ -148,21 +299,19 @@ def fetch_checkpoint(uri: str, dst: str | Path, checkpoint_name: str = "model.pt
     import mlflow
     import yaml
 
-    from pipeline.io import InputError
-
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri())
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as exc:  # MlflowException, OSError: an unknown run, model or version
-        raise InputError(f"cannot fetch MLflow model {uri} from {tracking_uri()}: {exc}") from exc
+        raise io.InputError(f"cannot fetch MLflow model {uri} from {tracking_uri()}: {exc}") from exc
     spec = local / "MLmodel"
     if not spec.is_file():
-        raise InputError(f"{uri}: not an MLflow model (no MLmodel file)")
+        raise io.InputError(f"{uri}: not an MLflow model (no MLmodel file)")
     extra = (yaml.safe_load(spec.read_text()) or {}).get("flavors", {}).get("pytorch", {}).get("extra_files") or []
     for entry in extra:
         path = local / entry.get("path", "")
         if path.name == checkpoint_name and path.is_file():
             return path
-    raise InputError(f"{uri}: the MLflow model carries no {checkpoint_name} checkpoint (logged by another tool?)")
+    raise io.InputError(f"{uri}: the MLflow model carries no {checkpoint_name} checkpoint (logged by another tool?)")

@@ -1,7 +1,7 @@
 """The sweep command on a local Ray with 2 CPUs: two trials, one whose worker dies once (retried
 from its checkpoint), the table and the MLflow parent/child runs; a re-launch recomputes nothing;
-a bad sweep file is refused before anything starts; Ray Train's two workers follow one worker's
-loss curve."""
+a trial whose worker dies past its retries is a failure everywhere; a bad sweep file is refused
+before anything starts; Ray Train's two workers follow one worker's loss curve."""
 from __future__ import annotations
 
 import dataclasses
@@ -83,6 +83,27 @@ def test_two_trials_one_killed_once_then_a_relaunch_that_recomputes_nothing(data
     assert len(runs) == 3  # the same parent re-opened, no new child
 
 
+@pytest.mark.slow
+def test_a_trial_dead_past_its_retries_is_listed_and_the_command_exits_1(data):
+    (data / "f.yaml").write_text(yaml.safe_dump({**SWEEP, "name": "f1", "max_retries": 0,
+                                                 "axes": {"strategy": ["alternating"]}}))
+    done = run(data, "stages.sweep", "--params", "params.yaml", "--sweep", "f.yaml", "--out", "f_out", "--num-cpus", "1",
+               "--object-store-mb", "100", "--quiet", "--inject-fault", "0@2")
+    assert done.returncode == 1, done.stderr[-4000:]
+    out = data / "f_out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_failed"] == 1 and summary["failed"] == ["strategy=alternating__seed=0"]
+    assert "## Failures" in (out / "summary.md").read_text()
+    assert json.loads((out / "trials" / "strategy=alternating__seed=0" / "failed.json").read_text())["attempts"] == 1
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{data / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("hyperguide-deblur")
+    runs = client.search_runs([exp.experiment_id], "tags.sweep = 'f1'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the parent and its child
+
+
 @pytest.mark.parametrize("axes,message", [({"strategy": ["alternating"], "model.stagse": [2]}, "did you mean 'model.stages'"),
                                           ({"K": [0]}, "value 0 refused")])
 def test_a_bad_sweep_file_is_refused_before_anything_starts(data, axes, message):
@@ -97,10 +118,9 @@ def test_a_bad_sweep_file_is_refused_before_anything_starts(data, axes, message)
 def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
     """Same global batch (2 patches): one process vs two gloo workers with one patch each.
     Tolerance: relative 1e-5 (the sums of the all-reduce run in another order)."""
-    import ray
-
-    from stages.sweep import train_data_parallel
-    from stages.train import train
+    from stages import ray_adapter
+    from stages.sweep_trial import train_data_parallel
+    from pipeline.bilevel.setup import train
 
     params = params_from_dict(profile_dict())
     one = dataclasses.replace(params, train=dataclasses.replace(params.train, num_workers=1))
@@ -112,12 +132,8 @@ def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
         reference = train(one, prepared, degraded, None, torch.device("cpu"))[0].history
     finally:
         torch.set_num_threads(threads)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}})
-    try:
+    with ray_adapter.cluster(num_cpus=2, object_store_mb=100):
         state = train_data_parallel(two, prepared, degraded, tmp_path / "ckpt.pt", tmp_path / "model.pt", 1, 0)
-    finally:
-        ray.shutdown()
     got = state["history"]
     assert [(r["phase"], r["step"]) for r in got] == [(r["phase"], r["step"]) for r in reference]
     for a, b in zip(reference, got):
