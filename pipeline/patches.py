@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from pipeline.generators.kernels import KernelSample
-from pipeline.models.task_models import transmission_correction
+from pipeline.physics.haze import transmission_correction
 from pipeline.synthesis import TaskSpec, batch_tensors, degrade, degrade_task
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.config import DegradeConfig
+from pipeline.config import DegradeConfig, HazeConfig
 from pipeline.generators import noise_maps
 from pipeline.generators.haze import add_haze
 from pipeline.generators.kernels import KernelSample, pad_to
 from pipeline.generators.rain import RainSpec, add_rain
-from pipeline.models.task_models import transmission_correction
 from pipeline.physics.blur import blur, psf2otf
+from pipeline.physics.haze import transmission_correction
 from pipeline.physics.noise import add_gaussian_noise
 
 
@@ -86,12 +86,12 @@ class TaskSample:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What is drawn for the rain and haze tasks (ranges as in :mod:`pipeline.generators`)."""
+    """What is drawn for the rain and haze tasks (default ranges: ``degrade``'s)."""
 
     task: str  # derain | dehaze
     rain: RainSpec = RainSpec()
-    beta: tuple[float, float] = (0.6, 1.8)
-    airlight: tuple[float, float] = (0.7, 1.0)
+    beta: tuple[float, float] = HazeConfig.beta
+    airlight: tuple[float, float] = HazeConfig.airlight
 
 
 def task_spec(task: str, cfg: DegradeConfig) -> TaskSpec:

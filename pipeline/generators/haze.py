@@ -1,8 +1,11 @@
-"""Synthetic haze: ``y = x t + A (1 - t)``, ``t = exp(-beta d)``, on a depth proxy.
+"""Synthetic haze: the draws (a depth map, the scattering coefficient ``beta``, the airlight
+``A``) for the haze operator of :mod:`pipeline.physics.haze`, ``y = x t + A (1 - t)``,
+``t = exp(-beta d)``.
 
 No depth sensor exists for our images, so unless the user supplies a depth map the depth is a
 proxy: a smooth random field plus a vertical gradient (the top of a photo is usually farther
-away). Every draw comes from the ``rng`` passed in and is recorded.
+away). Every draw comes from the ``rng`` passed in and is recorded; the ranges default to
+``degrade.haze``'s (:class:`pipeline.config.HazeConfig`).
 """
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-BETA_RANGE = (0.6, 1.8)
-AIRLIGHT_RANGE = (0.7, 1.0)
+from pipeline.config import HazeConfig
+from pipeline.physics.haze import haze, transmission
 
 
 def depth_proxy(rng: np.random.Generator, shape: tuple[int, int], gradient: float = 0.6) -> np.ndarray:
@@ -27,18 +30,20 @@ def depth_proxy(rng: np.random.Generator, shape: tuple[int, int], gradient: floa
 
 @dataclass
 class HazeSample:
-    """One hazy observation: ``y (C, H, W)``, ``t (1, H, W)``, ``airlight (C,)``, the depth used."""
+    """One hazy observation: ``y (C, H, W)``, ``t (1, H, W)``, ``airlight (C,)``, the depth used
+    ``(H, W)`` and the scattering coefficient ``beta`` drawn (``record`` rounds them)."""
 
     y: np.ndarray
     t: np.ndarray
     airlight: np.ndarray
     depth: np.ndarray
+    beta: float
     record: dict
 
 
 def add_haze(x: np.ndarray, rng: np.random.Generator, depth: np.ndarray | None = None,
-             beta_range: tuple[float, float] = BETA_RANGE,
-             airlight_range: tuple[float, float] = AIRLIGHT_RANGE) -> HazeSample:
+             beta_range: tuple[float, float] = HazeConfig.beta,
+             airlight_range: tuple[float, float] = HazeConfig.airlight) -> HazeSample:
     """Haze on ``x (C, H, W)`` with ``depth (H, W)`` (values in [0, 1] after normalisation) or a proxy.
 
     Raises ValueError when a given depth map's size is not the image's.
@@ -55,8 +60,8 @@ def add_haze(x: np.ndarray, rng: np.random.Generator, depth: np.ndarray | None =
     beta = float(rng.uniform(*beta_range))
     a = float(rng.uniform(*airlight_range))
     airlight = np.full(c, a, np.float32)
-    t = np.exp(-beta * depth).astype(np.float32)[None]
-    y = (x * t + airlight[:, None, None] * (1.0 - t)).astype(np.float32)
+    t = transmission(depth, beta).astype(np.float32)[None]
+    y = haze(x, t, airlight[:, None, None]).astype(np.float32)
     record = {"haze_beta": round(beta, 4), "haze_airlight": round(a, 4), "haze_depth": source,
               "haze_t_mean": round(float(t.mean()), 4)}
-    return HazeSample(y, t, airlight, depth, record)
+    return HazeSample(y, t, airlight, depth, beta, record)

@@ -1,27 +1,33 @@
-"""Synthetic rain: thin, motion-blurred line segments around a dominant angle.
+"""Synthetic rain: the draws (thin, motion-blurred line segments around a dominant angle; a veil
+for heavy rain) for the rain operator of :mod:`pipeline.physics.rain`, ``y = x + r``.
 
 Every draw comes from the ``rng`` passed in and is returned in a record, so a sample can be
-regenerated and audited. Images are ``(C, H, W)`` float32 in [0, 1].
+regenerated and audited. Images are ``(C, H, W)`` float32 in [0, 1]; the ranges default to
+``degrade.rain``'s (:class:`pipeline.config.RainConfig`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage
+
+from pipeline.config import RainConfig
+from pipeline.physics.rain import rain
 
 
 @dataclass(frozen=True)
 class RainSpec:
     """Ranges the streak parameters are drawn from (uniformly unless stated)."""
 
-    density: tuple[float, float] = (0.001, 0.006)  # streak centres per pixel
-    length: tuple[float, float] = (0.04, 0.15)  # fraction of the longer side
+    density: tuple[float, float] = RainConfig.density  # streak centres per pixel
+    length: tuple[float, float] = RainConfig.length  # fraction of the longer side
     width: tuple[float, float] = (0.6, 1.6)  # Gaussian thickness (sigma, px)
-    brightness: tuple[float, float] = (0.25, 0.8)
+    brightness: tuple[float, float] = RainConfig.brightness
     angle_spread: float = 6.0  # degrees around the dominant angle (normal sd)
     max_angle: float = 30.0  # the dominant angle, degrees from vertical, in [-max, max]
-    heavy: bool = False  # add an atmospheric veil
+    heavy: bool = RainConfig.heavy  # add an atmospheric veil
     veil: tuple[float, float] = (0.6, 0.9)  # heavy rain: fraction of the scene that gets through
     density_scale: float = 0.06  # density map smoothing, fraction of the longer side
 
@@ -80,11 +86,15 @@ def density_map(layer: np.ndarray, scale: float) -> np.ndarray:
 
 @dataclass
 class RainSample:
-    """One rainy observation: ``y, streaks (C, H, W)``, ``density (1, H, W)`` (the guidance target)."""
+    """One rainy observation: ``y, streaks (C, H, W)``, ``density (1, H, W)`` (the guidance
+    target) and the veil drawn, ``veil`` and ``airlight`` (1 and 1 for light rain; ``record``
+    rounds them)."""
 
     y: np.ndarray
     streaks: np.ndarray
     density: np.ndarray
+    veil: float
+    airlight: float
     record: dict
 
 
@@ -95,10 +105,11 @@ def add_rain(x: np.ndarray, rng: np.random.Generator, spec: RainSpec = RainSpec(
     """
     c, h, w = x.shape
     layer, record = streak_layer(rng, (h, w), spec)
-    streaks = np.repeat(layer[None], c, axis=0)
     veil, airlight = 1.0, 1.0
     if spec.heavy:
         veil, airlight = float(rng.uniform(*spec.veil)), float(rng.uniform(0.8, 1.0))
-    y = np.clip(veil * (x + streaks) + (1.0 - veil) * airlight, 0.0, 1.0).astype(np.float32)
+    y = rain(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(layer[None]), veil, airlight)
+    y = y.numpy().astype(np.float32)
+    streaks = np.repeat(layer[None], c, axis=0)
     record.update({"rain_veil": round(veil, 4), "rain_airlight": round(airlight, 4)})
-    return RainSample(y, streaks, density_map(layer, spec.density_scale * max(h, w)), record)
+    return RainSample(y, streaks, density_map(layer, spec.density_scale * max(h, w)), veil, airlight, record)

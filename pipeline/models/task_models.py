@@ -41,12 +41,11 @@ from pipeline.baselines.schedules import SIGMA_START, ircnn_schedule
 from pipeline.models.denoiser import ConditionedDenoiser
 from pipeline.models.proxy import conv_stack
 from pipeline.models.unfolded import UnfoldedOutput
-from pipeline.physics.haze import HazePhysics, T_MIN
-from pipeline.physics.rain import RainPhysics
+from pipeline.physics.haze import CORRECTION_LIMIT, T_MIN, HazePhysics, dark_channel_estimate
+from pipeline.physics.rain import RainPhysics, median_background
 
 STREAK_WIDTH = 9  # streaks (and bright details) thinner than this are candidates for rain
 MAP_GAIN = 10.0  # the guidance map (noise-level units, ~0.01-0.2) scaled to O(1) for the refinement networks
-CORRECTION_LIMIT = 3.0  # |log(t / t_dcp)| the dehaze proxy may predict: t within e^-3..e^3 of the prior
 
 
 @dataclass
@@ -125,22 +124,6 @@ class _TaskUnfolded(nn.Module):
         return torch.exp(self.guidance_gain[k]) * (nominal + torch.exp(self.level_scale) * level)
 
 
-def median_derain_init(y: torch.Tensor, size: int = 5) -> torch.Tensor:
-    """``min(y, median_size(y))`` per channel on ``y (B, C, H, W)`` (reflected borders): the
-    median-filter rain decomposition of :func:`pipeline.baselines.filters.median_derain`, the
-    derain model's starting point."""
-    r = size // 2
-    b, c, h, w = y.shape
-
-    def symmetric(n: int) -> torch.Tensor:  # scipy's "reflect": d c b a | a b c d | d c b a
-        i = torch.arange(-r, n + r, device=y.device) % (2 * n)
-        return torch.where(i < n, i, 2 * n - 1 - i)
-
-    padded = y[:, :, symmetric(h)][:, :, :, symmetric(w)]
-    med = F.unfold(padded, size).reshape(b, c, size * size, h, w).median(dim=2).values
-    return torch.minimum(y, med)
-
-
 def streak_bound(y: torch.Tensor, size: int = STREAK_WIDTH) -> torch.Tensor:
     """What a streak layer of ``y (B, C, H, W)`` can be at most: the white top-hat (``y`` minus
     its grey opening by a ``size x size`` square, replicated borders), the minimum over channels
@@ -201,7 +184,7 @@ class UnfoldedDerain(_TaskUnfolded):
         pred = self.estimate_density(y)
         level = density if self.guidance_mode == "oracle" else pred
         # the first estimate: the classical decomposition (rain is thin and bright)
-        x = median_derain_init(y)
+        x = median_background(y)
         bound = streak_bound(y)
         maps = []
         rhos = torch.exp(self.log_rho)
@@ -214,60 +197,13 @@ class UnfoldedDerain(_TaskUnfolded):
         return UnfoldedOutput(x, maps, rhos, [pred])
 
 
-def _box(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over ``(2r+1)^2`` windows of ``(B, C, H, W)`` (windows cut at the borders), separably."""
-    k = 2 * radius + 1
-    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
-
-
-def _min_filter(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Minimum over ``size x size`` windows (odd ``size``) of ``(B, C, H, W)``, separably."""
-    r = size // 2
-    x = -F.max_pool2d(-x, (size, 1), stride=1, padding=(r, 0))
-    return -F.max_pool2d(-x, (1, size), stride=1, padding=(0, r))
-
-
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """He et al.'s guided filter, ``(B, 1, H, W)`` each; differentiable (box filters)."""
-    mi, mp = _box(guide, radius), _box(src, radius)
-    a = (_box(guide * src, radius) - mi * mp) / (_box(guide * guide, radius) - mi * mi + eps)
-    b = mp - a * mi
-    return _box(a, radius) * guide + _box(b, radius)
-
-
-def dark_channel_init(y: torch.Tensor, patch: int = 15, omega: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dark channel prior on ``y (B, C, H, W)``: ``t (B, 1, H, W)`` (guided-filter refined)
-    and the airlight ``(B, C, 1, 1)`` (mean colour of the 0.1 % haziest pixels)."""
-    side = min(y.shape[-2:])
-    patch = max(3, min(patch, side // 8 * 2 + 1))
-    dark = _min_filter(y.min(1, keepdim=True).values, patch)
-    n = max(1, dark[0].numel() // 1000)
-    idx = dark.flatten(1).topk(n, dim=1).indices  # (B, n)
-    airlight = torch.gather(y.flatten(2), 2, idx[:, None].expand(-1, y.shape[1], -1)).mean(2)[..., None, None]
-    norm = y / airlight.clamp_min(1e-3)
-    t = 1.0 - omega * _min_filter(norm.min(1, keepdim=True).values, patch)
-    t = guided_filter(y.mean(1, keepdim=True), t, max(2, side // 8), 1e-3)
-    return t.clamp(0.1, 1.0), airlight
-
-
-def transmission_correction(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The dehazing guidance target: how far the dark channel prior's transmission is off,
-    ``log(t / t_dcp) (B, 1, H, W)`` for the true transmission ``t (B, 1, H, W)`` of the hazy
-    ``y (B, C, H, W)`` (``t_dcp``: :func:`dark_channel_init` on ``y``, as the model computes it).
-    Signed: positive where the prior over-estimates the haze. What :class:`UnfoldedDehaze`'s proxy
-    predicts from ``y``; its magnitude is the residual degradation level of the classical start."""
-    with torch.no_grad():
-        t0, _ = dark_channel_init(y)
-        return torch.log(t.clamp(T_MIN, 1.0) / t0)
-
-
 class UnfoldedDehaze(_TaskUnfolded):
     """K-stage dehazing: ``y = x t + A (1 - t)``.
 
     The proxy predicts the log-correction ``delta (B, 1, H, W)`` of the dark channel prior's
-    transmission ``t_dcp`` from ``[y, t_dcp]`` (:func:`transmission_correction`); ``t`` starts
-    at ``t_dcp exp(delta)`` and the guidance level is ``|delta|`` (the residual degradation of the
+    transmission ``t_dcp`` from ``[y, t_dcp]``
+    (:func:`pipeline.physics.haze.transmission_correction`); ``t`` starts at
+    ``t_dcp exp(delta)`` and the guidance level is ``|delta|`` (the residual degradation of the
     classical start: where, and how much, the prior is wrong); ``t`` is refined at every stage
     from ``[y, x_k, t_k, g_k]`` by a zero-initialised log-correction. ``none`` starts at
     ``t_dcp``. Args as :class:`UnfoldedDerain` (``oracle`` takes the true ``delta``).
@@ -287,23 +223,25 @@ class UnfoldedDehaze(_TaskUnfolded):
 
     def estimate_correction(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The proxy: ``(B, 1, H, W)`` the predicted log-correction of the classical transmission
-        ``t`` (:func:`transmission_correction`), zero at the start (the classical estimate)."""
+        ``t`` (:func:`pipeline.physics.haze.transmission_correction`), zero at the start (the
+        classical estimate)."""
         return self.proxy(torch.cat([y, t], 1)).clamp(-CORRECTION_LIMIT, CORRECTION_LIMIT)
 
     def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            t0, _ = dark_channel_init(y)
+            t0, _ = dark_channel_estimate(y)
         return self.estimate_correction(y, t0)
 
     def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
         """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
-        transmission correction (:func:`transmission_correction`), only for ``oracle``.
-        ``noise_maps`` holds the predicted correction (the inner level's target) and the final ``t``."""
+        transmission correction (:func:`pipeline.physics.haze.transmission_correction`), only for
+        ``oracle``. ``noise_maps`` holds the predicted correction (the inner level's target) and
+        the final ``t``."""
         y, true_correction = getattr(y, "y", y), sigma_map
         if self.guidance_mode == "oracle" and true_correction is None:
             raise ValueError("guidance_mode 'oracle' needs the true transmission correction")
         with torch.no_grad():
-            t0, airlight = dark_channel_init(y)
+            t0, airlight = dark_channel_estimate(y)
         pred = self.estimate_correction(y, t0)
         correction = true_correction if self.guidance_mode == "oracle" else pred
         if self.guidance_mode == "none":
@@ -316,7 +254,8 @@ class UnfoldedDehaze(_TaskUnfolded):
         maps = []
         for k in range(self.stages):
             g = self.stage_map(k, level, y)
-            t = (t * torch.exp(self.refine(torch.cat([y, x, t, g * MAP_GAIN], 1)).clamp(-3.0, 3.0))).clamp(T_MIN, 1.0)
+            step = self.refine(torch.cat([y, x, t, g * MAP_GAIN], 1)).clamp(-CORRECTION_LIMIT, CORRECTION_LIMIT)
+            t = (t * torch.exp(step)).clamp(T_MIN, 1.0)
             physics = HazePhysics(y, t, airlight)
             z = physics.data_step(x, rhos[k]) if k else physics.init()
             x = self.prior(z, g)

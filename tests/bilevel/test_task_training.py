@@ -11,8 +11,8 @@ from pipeline.checkpoint import load_model, save_model
 from pipeline.config import ConfigError, ModelConfig, TrainConfig, params_from_dict
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.models.factory import build_model
-from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain, dark_channel_init, transmission_correction
-from pipeline.physics.haze import T_MIN
+from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain
+from pipeline.physics.haze import T_MIN, dark_channel_estimate, transmission_correction
 from pipeline.patches import TaskPatchSampler
 from pipeline.synthesis import TaskSpec, degrade_task
 
@@ -35,7 +35,7 @@ def test_task_patches_are_reproducible_and_carry_their_targets(task, images):
     if task == "derain":  # light rain only adds light; the density is non-negative
         assert (a["y"] >= a["x"] - 1e-6).all() and (a["sigma"] >= 0).all()
     else:  # the crop's true t against the dark channel prior on the crop, as the model sees it
-        t0, _ = dark_channel_init(a["y"])
+        t0, _ = dark_channel_estimate(a["y"])
         t = torch.exp(a["sigma"]) * t0
         assert ((t > 0) & (t <= 1 + 1e-5)).all()
         # the corrected transmission explains the hazy crop: y = x t + A (1 - t), A the patch's one value
@@ -47,7 +47,7 @@ def test_task_patches_are_reproducible_and_carry_their_targets(task, images):
 def test_transmission_correction_is_exact_and_zero_where_the_prior_is_right(images):
     s = degrade_task(images[0], TaskSpec("dehaze"), np.random.default_rng(0))
     y = torch.from_numpy(s.y)[None]
-    t0, _ = dark_channel_init(y)
+    t0, _ = dark_channel_estimate(y)
     assert torch.allclose(transmission_correction(y, t0), torch.zeros_like(t0), atol=1e-6)  # the prior right: 0
     assert torch.allclose(t0 * torch.exp(torch.from_numpy(s.target)[None]), torch.from_numpy(s.truth["t"])[None].clamp_min(T_MIN),
                           rtol=1e-4)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.config import HazeConfig
 from pipeline.data import limit_size, load_skimage, to_channels
-from pipeline.generators.haze import BETA_RANGE, add_haze, depth_proxy
+from pipeline.generators.haze import add_haze, depth_proxy
 from pipeline.generators.rain import RainSpec, add_rain, density_map, streak_layer
 
 
@@ -48,8 +49,8 @@ def test_rain_and_haze_are_reproducible_by_seed(clean):
 def test_haze_parameters_stay_in_their_ranges(clean):
     for seed in range(5):
         s = add_haze(clean, np.random.default_rng(seed))
-        assert BETA_RANGE[0] <= s.record["haze_beta"] <= BETA_RANGE[1]
-        assert 0.7 <= s.airlight.min() and s.airlight.max() <= 1.0
+        assert HazeConfig.beta[0] <= s.beta <= HazeConfig.beta[1]
+        assert HazeConfig.airlight[0] <= s.airlight.min() and s.airlight.max() <= HazeConfig.airlight[1]
         assert 0 < s.t.min() and s.t.max() <= 1.0
     d = depth_proxy(np.random.default_rng(0), (40, 30))
     assert d.shape == (40, 30) and d.min() >= 0 and d.max() <= 1

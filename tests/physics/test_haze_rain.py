@@ -1,4 +1,5 @@
-"""Haze and rain operators: exact inversion, the data step's optimality, shapes."""
+"""Haze and rain operators: exact inversion, the data step's optimality, shapes, and the
+generators' samples as the operators applied to their draws (one forward model per task)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.generators.haze import add_haze
+from pipeline.generators.rain import RainSpec, add_rain
 from pipeline.physics.haze import HazePhysics, dehaze_exact, haze, transmission
 from pipeline.physics.rain import RainPhysics, rain
 
@@ -61,3 +63,29 @@ def test_synthetic_haze_sample_round_trips_through_the_operator():
     assert 0.0 < s.t.min() and s.t.max() <= 1.0
     back = dehaze_exact(torch.from_numpy(s.y)[None], torch.from_numpy(s.t)[None], torch.from_numpy(s.airlight).reshape(1, -1, 1, 1))
     assert np.abs(back[0].numpy() - x).max() < 1e-4
+
+
+def test_a_haze_sample_is_the_operator_on_its_draws():
+    x = _astronaut(48)[0].float().numpy()
+    for depth in (None, np.linspace(0.0, 3.0, x.shape[1])[:, None] * np.ones(x.shape[2])):
+        s = add_haze(x, np.random.default_rng(7), depth=depth)
+        # the torch operator on the drawn t and A gives the sample bit for bit
+        a = torch.from_numpy(s.airlight).reshape(1, -1, 1, 1)
+        assert np.array_equal(haze(torch.from_numpy(x)[None], torch.from_numpy(s.t)[None], a)[0].numpy(), s.y)
+        assert np.array_equal(transmission(s.depth, s.beta)[None], s.t)
+        # torch's exp agrees with numpy's (what the samples hold) to the last bit or so
+        t = transmission(torch.from_numpy(s.depth)[None, None], torch.tensor([s.beta]))[0]
+        assert torch.allclose(t, torch.from_numpy(s.t), rtol=0, atol=2e-7)
+
+
+def test_a_rain_sample_is_the_operator_on_its_draws():
+    x = _astronaut(48)[0].float().numpy()
+    for heavy in (False, True):
+        s = add_rain(x, np.random.default_rng(8), RainSpec(heavy=heavy))
+        assert (s.veil < 1.0) == heavy
+        y = rain(torch.from_numpy(x)[None], torch.from_numpy(s.streaks)[None], s.veil, s.airlight)
+        assert np.array_equal(y[0].numpy(), s.y)
+        # and the data step inverts it where nothing was clipped
+        back = RainPhysics(torch.from_numpy(s.y)[None], torch.from_numpy(s.streaks)[None], s.veil, s.airlight).init()
+        inside = (s.y > 0) & (s.y < 1)
+        assert np.abs(back[0].numpy() - x)[inside].max() < 1e-5
