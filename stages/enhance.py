@@ -47,7 +47,7 @@ from pipeline import io
 from pipeline.checkpoint import load_model
 from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
-from pipeline.models.task_models import CORRECTION_LIMIT
+from pipeline.physics.haze import CORRECTION_LIMIT
 from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
     restore_blind, round_trip_notes
 from stages.common import fill_paths, log, run_main

@@ -156,9 +156,6 @@ class UnfoldedDerain(_TaskUnfolded):
         self.streak_net = MapNet(2 * channels + 2, 1, width)  # [y, x_k, bound, g_k] -> streak fraction (logit)
         self.proxy = MapNet(channels + 1, 1, width)  # [y, streak bound] -> density
 
-    def hyper_parameters(self) -> list[nn.Parameter]:
-        return list(self.proxy.parameters()) + [self.guidance_gain, self.level_scale]
-
     def estimate_density(self, y: torch.Tensor) -> torch.Tensor:
         """``y (B, C, H, W)`` -> rain density map ``(B, 1, H, W)`` >= 0, from ``y`` and its
         thin bright structures (:func:`streak_bound`)."""
@@ -217,9 +214,6 @@ class UnfoldedDehaze(_TaskUnfolded):
         # what the proxy predicts, as a weight: files from before the transmission correction
         # (the proxy then predicted an error level) lack it and are refused at load
         self.register_buffer("proxy_target_version", torch.tensor(2))
-
-    def hyper_parameters(self) -> list[nn.Parameter]:
-        return list(self.proxy.parameters()) + [self.guidance_gain, self.level_scale]
 
     def estimate_correction(self, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The proxy: ``(B, 1, H, W)`` the predicted log-correction of the classical transmission

@@ -210,7 +210,7 @@ def test_rain_and_haze_models_restore_a_folder_without_a_kernel(assets, tmp_path
     with torch.no_grad():
         estimate = model.estimate_noise(y)[0, 0].numpy()
     if task == "dehaze":  # the signed transmission correction: exact in the .npy, 0 -> mid-grey in the PNG
-        from pipeline.models.task_models import CORRECTION_LIMIT
+        from pipeline.physics.haze import CORRECTION_LIMIT
         assert np.allclose(maps[..., 0], estimate, atol=1e-6)
         shown = io.read_image(out / "colour_guidance.png", gray=True)[..., 0]
         assert np.abs(shown - np.clip(0.5 + maps[..., 0] / (2 * CORRECTION_LIMIT), 0, 1)).max() <= QUANT_16
