@@ -35,8 +35,8 @@ TUNED_METHODS = ("optuna_global", "optuna_per_noise")
 CLASSICAL_METHODS = ("wiener", "richardson_lucy", "tv")
 METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
 ALL_METHODS = (*METHODS, *TUNED_METHODS, *CLASSICAL_METHODS)
-TASK_METHODS = ("input", "learned", "no_guidance", "classical")
 NO_GUIDANCE = "no_guidance"  # the model trained with guidance 'none' (the ablation)
+TASK_METHODS = ("input", "learned", NO_GUIDANCE, "classical")
 ORACLE = "oracle_per_image"  # the benchmark's per-image schedule search (an extra, see stages/benchmark.py)
 NEEDS_TUNED = (*TUNED_METHODS, *CLASSICAL_METHODS, ORACLE)
 
@@ -93,6 +93,8 @@ class Methods:
             raise InputError(f"{', '.join(pnp)}: the model file has no pre-trained denoiser for plug-and-play")
         if NO_GUIDANCE in self.names and self.ablation is None:
             raise InputError("no_guidance needs an ablation model (a model trained with guidance 'none')")
+        if needs_tuned(self.names) and self.tuned is None:
+            raise InputError(f"{', '.join(m for m in self.names if m in NEEDS_TUNED)}: need the tune stage's tuned.yaml")
 
 
 def per_noise_params(tuned: dict, level: float) -> dict:
@@ -366,6 +368,14 @@ def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None 
     if methods.task != "deblur":
         result.metrics["task"] = methods.task
     return result
+
+
+def evaluate_learned(model: torch.nn.Module, samples: Iterable[Sample], device: torch.device,
+                     task: str = "deblur") -> Evaluation:
+    """The learned model alone on ``samples`` (a sweep trial's validation score):
+    ``metrics["methods"]["learned"]`` holds its per-level and overall PSNR / SSIM, ``rows`` the
+    per-sample scores, ``stage_rows`` its ``rho_k`` and guidance per stage."""
+    return evaluate(samples, Methods(task, ("learned",), model, device))
 
 
 # -- the benchmark's tables -------------------------------------------------------------------

@@ -43,13 +43,13 @@ from tqdm import tqdm
 from pipeline import io
 from pipeline.baselines.tuning import restore_with_schedule, schedule_objective, schedule_space
 from pipeline.checkpoint import load_ablation, load_model
+from pipeline.config import Params
 from pipeline.datasets import Sample, blurred_samples, pair_samples
 from pipeline.device import pick_device
 from pipeline.evaluation import MISMATCH_TRUE, ORACLE, Methods, evaluate, gap_summary, markdown_table, \
     method_names, mismatch_markdown, mismatch_rows, mismatch_table, needs_tuned, per_noise_params, select_methods
 from pipeline.generators.seeds import derive_seed
 from pipeline.io import PAIR_LAYOUTS
-from pipeline.config import Params
 from stages.common import fill_paths, load_params, log, parser, run_main
 from stages.optuna_adapter import search
 
