@@ -52,6 +52,8 @@ def test_no_guidance_runs_only_with_an_ablation_model():
         select_methods(TASK_METHODS, ["ircnn_true"], False)
     with pytest.raises(io.InputError, match="no pre-trained denoiser"):
         Methods("deblur", ("learned", "ircnn_true"), model(), CPU)
+    with pytest.raises(io.InputError, match="tuned.yaml"):
+        Methods("deblur", ("learned", "wiener"), model(), CPU)
 
 
 def test_the_tables_of_one_run_agree_with_each_other_and_with_the_methods(blurred):
@@ -84,7 +86,7 @@ def test_the_tables_of_one_run_agree_with_each_other_and_with_the_methods(blurre
 
 def test_extras_are_scored_with_the_rest_and_a_missing_output_is_an_error(blurred):
     net = model()
-    methods = Methods("deblur", ("input", ORACLE), net, CPU, net.denoiser)
+    methods = Methods("deblur", ("input", ORACLE), net, CPU, net.denoiser, tuned=TUNED)
     result = evaluate(blurred[:2], methods, extras=lambda s, res: {ORACLE: s.x * 0.9}, with_id=False)
     assert "sample_id" not in result.rows[0]
     oracle = [r["psnr"] for r in result.rows if r["method"] == ORACLE]
