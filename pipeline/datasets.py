@@ -9,7 +9,9 @@ Layout (written by the ``prepare`` and ``degrade`` stages):
   ``sigma`` (the true noise map) and ``kernel``; rain and haze store ``target`` (the guidance
   map the proxy learns) and the drawn truth (``streaks``, ``density`` / ``t``, ``airlight``, ``depth``).
 
-A :class:`Sample` names those arrays after what they are, whatever the task.
+A :class:`Sample` names those arrays after what they are, whatever the task. The benchmark's
+samples come from here too: :func:`blurred_samples` (a folder of images x a kernel file, degraded
+on the fly) and :func:`pair_samples` (real degraded / clean pairs).
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ import numpy as np
 
 from pipeline import io
 from pipeline.data import hwc_to_chw
+from pipeline.generators.kernels import KernelSample
+from pipeline.generators.seeds import derive_seed
+from pipeline.synthesis import degrade
 
 SPLITS = ("train", "val", "test")
 
@@ -122,3 +127,31 @@ def iter_split(prepared: str | Path, degraded: str | Path, rows: list[dict[str, 
     """Load ``rows`` one at a time (evaluation over large splits holds one sample in memory)."""
     for r in rows:
         yield load_sample(prepared, degraded, r)
+
+
+def blurred_samples(images: list[Path], kernels: list[tuple[str, np.ndarray]], levels: list[float], seed: int,
+                    noise_mode: str = "constant", spread: float = 0.8, gray: bool = True) -> Iterator[Sample]:
+    """One :class:`Sample` per (image, kernel, noise level in percent), in that order, blurred and
+    noised on the fly from a seed of its own (``sample_id`` ``<image>-<kernel_id>-<level>``; the
+    target is the drawn noise map). InputError when a kernel is larger than an image."""
+    for path in images:
+        for kid, kernel in kernels:
+            for level in levels:
+                x = hwc_to_chw(io.read_image(path, gray=gray))
+                if kernel.shape[0] > x.shape[1] or kernel.shape[1] > x.shape[2]:
+                    raise io.InputError(f"{path}: image {x.shape[1]}x{x.shape[2]} is smaller than kernel {kid} "
+                                        f"({kernel.shape[0]}x{kernel.shape[1]})")
+                rng = np.random.default_rng(derive_seed(seed, "benchmark", path.name, kid, level))
+                d = degrade(x, KernelSample(kernel, "file", {}), level / 100.0, noise_mode, spread, rng)
+                yield Sample(f"{path.stem}-{kid}-{level:g}", "benchmark", path.stem, d.y, x, d.sigma_map, kernel,
+                             record={"kernel_id": kid, "noise_level": str(level)})
+
+
+def pair_samples(pairs: list[tuple[Path, Path]]) -> Iterator[Sample]:
+    """One :class:`Sample` per real ``(degraded, clean)`` image pair, named after the clean image;
+    no guidance target (``target`` is None). InputError when a pair's sizes differ."""
+    for degraded, clean in pairs:
+        y, x = hwc_to_chw(io.read_image(degraded, gray=False)), hwc_to_chw(io.read_image(clean, gray=False))
+        if y.shape != x.shape:
+            raise io.InputError(f"{degraded}: {y.shape[1]}x{y.shape[2]}, but its pair {clean} is {x.shape[1]}x{x.shape[2]}")
+        yield Sample(clean.stem, "pairs", clean.stem, y, x, None)

@@ -1,12 +1,18 @@
-"""Run every method on one degraded sample, score it, and aggregate scores into tables.
+"""The evaluation protocol: every method on a stream of samples, scored, aggregated into tables.
 
-Shared by the ``evaluate`` stage and the benchmark command, so both report the same methods
-under the same names and the same protocol (PSNR/SSIM via ``skimage.metrics``, the kernel's
-half-size cropped from each border).
+The ``evaluate`` stage (the degraded test split) and the benchmark command (a folder of images x
+a kernel file degraded on the fly, or a folder of real pairs) differ only in where their
+:class:`~pipeline.datasets.Sample`\\ s come from and in their per-sample extras; both call
+:func:`evaluate` with a :class:`Methods`, so both report the same methods under the same names
+and the same protocol (PSNR/SSIM via ``skimage.metrics``, the kernel's half-size cropped from
+each border; ``docs/method.md``). Which methods run (``no_guidance`` only with an ablation model,
+``oracle`` guidance only with the true map) is decided here, once.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +20,11 @@ import torch
 from pipeline.baselines.filters import dark_channel_prior, median_derain
 from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
 from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
-from pipeline.baselines.tuning import CLASSICAL, tuned_schedule
+from pipeline.baselines.tuning import CLASSICAL, deconvolve, tuned_schedule
 from pipeline.data import chw_to_hwc
+from pipeline.datasets import Sample
 from pipeline.device import autocast
+from pipeline.io import InputError
 from pipeline.metrics import kernel_crop, psnr, ssim
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
@@ -27,6 +35,66 @@ TUNED_METHODS = ("optuna_global", "optuna_per_noise")
 CLASSICAL_METHODS = ("wiener", "richardson_lucy", "tv")
 METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
 ALL_METHODS = (*METHODS, *TUNED_METHODS, *CLASSICAL_METHODS)
+NO_GUIDANCE = "no_guidance"  # the model trained with guidance 'none' (the ablation)
+TASK_METHODS = ("input", "learned", NO_GUIDANCE, "classical")
+ORACLE = "oracle_per_image"  # the benchmark's per-image schedule search (an extra, see stages/benchmark.py)
+NEEDS_TUNED = (*TUNED_METHODS, *CLASSICAL_METHODS, ORACLE)
+
+
+def method_names(task: str, oracle: bool = False) -> tuple[str, ...]:
+    """Every method of ``task``, in table order (``oracle``: with the benchmark's per-image oracle)."""
+    if task != "deblur":
+        return TASK_METHODS
+    return (*ALL_METHODS, *((ORACLE,) if oracle else ()), NO_GUIDANCE)
+
+
+def select_methods(known: Sequence[str], requested: Sequence[str], have_ablation: bool) -> tuple[str, ...]:
+    """The methods to run: ``requested`` (in its order) or every ``known`` one. ``no_guidance``
+    needs an ablation model: without one it is dropped from the default list, an InputError when
+    requested by name."""
+    unknown = [m for m in requested if m not in known]
+    if unknown:
+        raise InputError(f"methods: unknown {unknown}; known: {', '.join(known)}")
+    if NO_GUIDANCE in requested and not have_ablation:
+        raise InputError("no_guidance needs an ablation model (a model trained with guidance 'none')")
+    return tuple(m for m in (requested or known) if m != NO_GUIDANCE or have_ablation)
+
+
+def needs_tuned(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` reads the ``tune`` stage's winners (``tuned.yaml``)."""
+    return any(m in NEEDS_TUNED for m in names)
+
+
+@dataclass(frozen=True)
+class Methods:
+    """What the protocol runs on each sample, and with what.
+
+    ``names``: the methods, in table order (names the protocol does not run itself, such as
+    :data:`ORACLE`, come from the caller's ``extras``). ``model``: the trained model
+    (``learned``); ``denoiser``: the pre-trained one for plug-and-play; ``ablation``: the
+    ``no_guidance`` model; ``tuned``: the ``tune`` stage's winners; ``nominal_sigma``: what the
+    blind baselines are told ([0, 1] units).
+    """
+
+    task: str
+    names: tuple[str, ...]
+    model: torch.nn.Module
+    device: torch.device
+    denoiser: torch.nn.Module | None = None
+    ablation: torch.nn.Module | None = None
+    tuned: dict | None = None
+    nominal_sigma: float = 0.01
+    ircnn_iters: int = 30
+    dpir_iters: int = 8
+
+    def __post_init__(self) -> None:
+        pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
+        if pnp and self.denoiser is None:
+            raise InputError(f"{', '.join(pnp)}: the model file has no pre-trained denoiser for plug-and-play")
+        if NO_GUIDANCE in self.names and self.ablation is None:
+            raise InputError("no_guidance needs an ablation model (a model trained with guidance 'none')")
+        if needs_tuned(self.names) and self.tuned is None:
+            raise InputError(f"{', '.join(m for m in self.names if m in NEEDS_TUNED)}: need the tune stage's tuned.yaml")
 
 
 def per_noise_params(tuned: dict, level: float) -> dict:
@@ -42,7 +110,7 @@ class Restoration:
 
     outputs: dict[str, np.ndarray]  # method -> (C, H, W)
     guidance: list[np.ndarray]  # K learned maps (H, W), one per stage
-    noise_estimate: np.ndarray  # (H, W) the proxy on y: its estimate of the true noise map
+    noise_estimate: np.ndarray  # (H, W) the proxy on y: its estimate of the guidance target
     estimated_sigma: float  # the classical estimate fed to the *_estimated baselines
     rhos: np.ndarray  # (K,) the learned model's penalties
 
@@ -51,7 +119,7 @@ class Restoration:
 def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: UnfoldedHQS, denoiser: torch.nn.Module,
             device: torch.device, nominal_sigma: float, ircnn_iters: int = 30, dpir_iters: int = 8,
             methods: tuple[str, ...] = METHODS, tuned: dict | None = None) -> Restoration:
-    """Restore one observation with every method in ``methods``.
+    """Deblur one observation with every method in ``methods`` (others are ignored).
 
     Args:
         y: ``(C, H, W)`` observation.
@@ -98,21 +166,13 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
                 if tuned is None:
                     raise ValueError(f"method {name} needs the tuned schedules (the tune stage's output)")
                 p = tuned["global"] if name == "optuna_global" else per_noise_params(tuned, true_level * 100)
-                schedule = tuned_schedule(p["lam"], p["s_start"], p["s_end"], int(p["iterations"]))
-                out[name] = run_schedule(physics, denoiser, schedule).x[0].float().cpu().numpy()
+                out[name] = run_schedule(physics, denoiser, tuned_schedule(p)).x[0].float().cpu().numpy()
     for name in CLASSICAL_METHODS:
         if name in methods:
             if tuned is None:
                 raise ValueError(f"method {name} needs the tuned knobs (the tune stage's output)")
-            fn, knob, _, integer = CLASSICAL[name]
-            value = tuned["classical"][name][knob]
-            out[name] = fn(y, kernel, **{knob: int(value) if integer else float(value)})
+            out[name] = deconvolve(name, y, kernel, tuned["classical"][name][CLASSICAL[name][1].name])
     return Restoration(out, guidance, noise_estimate, est, rhos)
-
-
-TASK_METHODS = ("input", "learned", "no_guidance", "classical")
-CLASSICAL_TASK = {"derain": "median filtering (min(y, median_5(y)))",
-                  "dehaze": "dark channel prior with guided-filter refinement"}
 
 
 def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
@@ -147,6 +207,25 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
     return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
 
 
+def restore_sample(sample: Sample, methods: Methods) -> Restoration:
+    """Every method of ``methods.names`` that the protocol runs, on one sample; ``outputs`` in
+    ``names`` order. A model with ``oracle`` guidance on a sample without a target is an InputError."""
+    if sample.target is None and getattr(methods.model, "guidance_mode", "") == "oracle":
+        raise InputError(f"{sample.sample_id}: a model with guidance 'oracle' needs the true guidance map, "
+                         "which this sample lacks")
+    m = methods
+    if m.task == "deblur":
+        res = restore(sample.y, sample.kernel, sample.target, m.model, m.denoiser, m.device, m.nominal_sigma,
+                      m.ircnn_iters, m.dpir_iters, m.names, m.tuned)
+        if NO_GUIDANCE in m.names:
+            res.outputs[NO_GUIDANCE] = restore(sample.y, sample.kernel, sample.target, m.ablation, m.denoiser, m.device,
+                                               m.nominal_sigma, methods=("learned",)).outputs["learned"]
+    else:
+        res = restore_task(m.task, sample.y, m.model, m.device, m.ablation, sample.target)
+    res.outputs = {name: res.outputs[name] for name in m.names if name in res.outputs}
+    return res
+
+
 def score(outputs: dict[str, np.ndarray], x: np.ndarray, kernel_shape: tuple[int, int]) -> dict[str, dict[str, float]]:
     """``{method: {"psnr": .., "ssim": ..}}`` against ``x (C, H, W)``, kernel border cropped."""
     crop = kernel_crop(kernel_shape)
@@ -159,7 +238,7 @@ def level_key(level: float) -> str:
     return f"{level:g}"
 
 
-def aggregate(rows: list[dict], noise_levels: list[float], methods: list[str]) -> dict:
+def aggregate(rows: list[dict], noise_levels: list[float], methods: Sequence[str]) -> dict:
     """The metrics JSON from per-(sample, method) rows with keys ``method, noise_level, psnr, ssim,
     image, kernel_id``: per noise level and overall means (overall = mean of the per-level means,
     so every level weighs the same). With no ``noise_levels`` (rain, haze: rows without
@@ -183,3 +262,188 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: list[str]) -
     if any("kernel_id" in r for r in rows):
         result["n_kernels"] = len({r["kernel_id"] for r in rows})
     return result
+
+
+@dataclass
+class Evaluation:
+    """The protocol's tables.
+
+    ``rows``: one per (sample, method): the sample's columns, ``method``, ``psnr``, ``ssim``.
+    ``stage_rows``: one per (sample, stage) of the learned model: ``rho`` and the guidance's
+    mean / std (x255). ``guidance_rows``: one per sample with a target: the proxy's estimate
+    against the true map. ``metrics``: :func:`aggregate` (and ``task`` for rain and haze).
+    """
+
+    task: str
+    methods: tuple[str, ...]
+    levels: list[float] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    stage_rows: list[dict] = field(default_factory=list)
+    guidance_rows: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def guidance_metrics(self) -> dict[str, float]:
+        """The mean error of the proxy's map (deblurring: and of the classical noise estimate), x255."""
+        g = self.guidance_rows
+        if not g:
+            return {}
+        if self.task != "deblur":
+            return {"guidance_mae": float(np.mean([r["mae"] for r in g]))}
+        return {"guidance_mae_255": float(np.mean([r["mae_255"] for r in g])),
+                "estimated_sigma_mae_255": float(np.mean([abs(r["estimated_sigma_255"] - r["noise_level"] * 2.55)
+                                                          for r in g]))}
+
+    @property
+    def level_rows(self) -> list[dict]:
+        """``noise_level, method, psnr``: the mean PSNR per level (``dvc plots``; empty for rain, haze)."""
+        return [{"noise_level": lvl, "method": m, "psnr": self.metrics["methods"][m]["psnr"].get(level_key(lvl))}
+                for lvl in self.levels for m in self.methods]
+
+
+def sample_columns(sample: Sample, task: str, with_id: bool = True) -> dict:
+    """The columns naming a sample in ``per_image.csv``: ``sample_id`` (``with_id``), ``image`` and,
+    for deblurring, ``kernel_id`` and ``noise_level``."""
+    cols = {"sample_id": sample.sample_id} if with_id else {}
+    cols["image"] = sample.image
+    if task == "deblur":
+        cols.update(kernel_id=sample.record["kernel_id"], noise_level=sample.noise_level)
+    return cols
+
+
+def guidance_row(sample: Sample, res: Restoration, task: str) -> dict:
+    """The proxy's map on one sample against the true guidance target."""
+    target = sample.target[0]
+    if task == "deblur":
+        return {"noise_level": sample.noise_level, "mae_255": float(np.abs(res.noise_estimate - target).mean()) * 255,
+                "estimated_sigma_255": res.estimated_sigma * 255}
+    return {"sample_id": sample.sample_id, "mae": float(np.abs(res.noise_estimate - target).mean()),
+            "true_mean": float(target.mean()), "estimate_mean": float(res.noise_estimate.mean())}
+
+
+def visual_arrays(sample: Sample, res: Restoration) -> dict[str, np.ndarray]:
+    """What the report's visual grid reads of one sample (``visuals/<sample_id>.npz``)."""
+    if sample.kernel is not None:
+        truth = {"kernel": sample.kernel, "sigma_true": sample.target[0], "noise_estimate": res.noise_estimate}
+    else:
+        truth = {"target_true": sample.target[0], "target_estimate": res.noise_estimate}
+    return {"ground_truth": sample.x, **truth, **{f"method__{m}": o for m, o in res.outputs.items()},
+            **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)}}
+
+
+Extras = Callable[[Sample, Restoration], dict[str, np.ndarray] | None]
+
+
+def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None = None,
+             with_id: bool = True) -> Evaluation:
+    """Run ``methods`` on every sample, score every output against the sample's clean image.
+
+    ``extras(sample, restoration)`` is called once per sample after the methods ran: it may write
+    what its caller keeps per sample (visuals, the benchmark's mismatch rows) and returns the
+    outputs of extra methods to score with the rest (the benchmark's oracle), or None.
+    ``with_id``: a ``sample_id`` column in ``rows``. Samples are consumed one at a time.
+    """
+    result = Evaluation(methods.task, methods.names)
+    levels: set[float] = set()
+    for sample in samples:
+        res = restore_sample(sample, methods)
+        if extras is not None:
+            res.outputs.update(extras(sample, res) or {})
+        missing = [m for m in methods.names if m not in res.outputs]
+        if missing:
+            raise ValueError(f"{sample.sample_id}: no output for {missing}")
+        cols = sample_columns(sample, methods.task, with_id)
+        ordered = {m: res.outputs[m] for m in methods.names}
+        result.rows += [{**cols, "method": m, **sc} for m, sc in score(ordered, sample.x, sample.kernel_shape).items()]
+        level = {"noise_level": sample.noise_level} if methods.task == "deblur" else {}
+        result.stage_rows += [{"sample_id": sample.sample_id, **level, "stage": k + 1, "rho": float(res.rhos[k]),
+                               "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255}
+                              for k, g in enumerate(res.guidance)]
+        if "learned" in methods.names and sample.target is not None:
+            result.guidance_rows.append(guidance_row(sample, res, methods.task))
+        if not math.isnan(sample.noise_level):
+            levels.add(sample.noise_level)
+    result.levels = sorted(levels)
+    result.metrics = aggregate(result.rows, result.levels, methods.names)
+    if methods.task != "deblur":
+        result.metrics["task"] = methods.task
+    return result
+
+
+def evaluate_learned(model: torch.nn.Module, samples: Iterable[Sample], device: torch.device,
+                     task: str = "deblur") -> Evaluation:
+    """The learned model alone on ``samples`` (a sweep trial's validation score):
+    ``metrics["methods"]["learned"]`` holds its per-level and overall PSNR / SSIM, ``rows`` the
+    per-sample scores, ``stage_rows`` its ``rho_k`` and guidance per stage."""
+    return evaluate(samples, Methods(task, ("learned",), model, device))
+
+
+# -- the benchmark's tables -------------------------------------------------------------------
+MISMATCH_TRUE = 3.0  # percent: the true level of the mismatch table
+MISMATCH_TOLD = (1, 2, 3, 4, 5)
+MISMATCH_METHODS = ("ircnn_true", "dpir_true", "optuna_per_noise", "learned")
+
+
+def mismatch_rows(sample: Sample, methods: Methods, learned: np.ndarray | None) -> list[dict]:
+    """The non-blind methods on ``sample`` when told each level of :data:`MISMATCH_TOLD` instead of
+    the truth: rows ``image, kernel_id, told, method, psnr``. ``learned`` is blind (told nothing),
+    so its one output serves every row."""
+    told_methods = tuple(m for m in MISMATCH_METHODS if m in methods.names and m != "learned")
+    rows = []
+    for told in MISMATCH_TOLD:
+        told_sample = replace(sample, target=np.full_like(sample.target, told / 100.0))
+        outputs = restore_sample(told_sample, replace(methods, names=told_methods)).outputs
+        if learned is not None:
+            outputs["learned"] = learned
+        rows += [{"image": sample.image, "kernel_id": sample.record["kernel_id"], "told": told, "method": m,
+                  "psnr": sc["psnr"]} for m, sc in score(outputs, sample.x, sample.kernel_shape).items()]
+    return rows
+
+
+def mismatch_table(rows: list[dict]) -> dict:
+    """``mismatch.json``: the mean PSNR per (method, told level) of :func:`mismatch_rows`' rows."""
+    present = [m for m in MISMATCH_METHODS if any(r["method"] == m for r in rows)]
+    table = {m: {str(t): float(np.mean([r["psnr"] for r in rows if r["method"] == m and r["told"] == t]))
+                 for t in MISMATCH_TOLD} for m in present}
+    return {"true_noise": int(MISMATCH_TRUE), "told": list(MISMATCH_TOLD), "psnr": table}
+
+
+def mismatch_markdown(table: dict) -> str:
+    psnr_table = table["psnr"]
+    lines = ["| told (%) | " + " | ".join(psnr_table) + " |", "|---" * (len(psnr_table) + 1) + "|"]
+    lines += [f"| {t} | " + " | ".join(f"{psnr_table[m][str(t)]:.2f}" for m in psnr_table) + " |" for t in table["told"]]
+    return f"True noise {table['true_noise']} %; mean PSNR (dB) when told another level\n\n" + "\n".join(lines) + "\n"
+
+
+def markdown_table(metrics: dict, methods: Sequence[str], summary: dict | None = None) -> str:
+    """``table.md``: mean PSNR / SSIM per noise level (if any) and overall, one column per method;
+    with a :func:`gap_summary`, a last line on the share of the oracle's gap ``learned`` closes."""
+    levels = [level_key(l) for l in metrics["noise_levels"]]
+    lines = [f"| {'noise (%)' if levels else ''} | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for lvl in levels:
+        cells = [f"{metrics['methods'][m]['psnr'].get(lvl, float('nan')):.2f} / {metrics['methods'][m]['ssim'].get(lvl, float('nan')):.3f}"
+                 for m in methods]
+        lines.append(f"| {lvl} | " + " | ".join(cells) + " |")
+    lines.append("| mean | " + " | ".join(f"{metrics['methods'][m]['psnr_mean']:.2f} / {metrics['methods'][m]['ssim_mean']:.3f}"
+                                           for m in methods) + " |")
+    text = "\n".join(lines) + "\n"
+    if summary and summary["psnr"]["gap_closed"] is not None:
+        text += (f"\nlearned closes {100 * summary['psnr']['gap_closed']:.0f} % of the optuna_global -> {ORACLE} gap "
+                 f"({summary['psnr']['gap_db']:.2f} dB)\n")
+    return text
+
+
+def gap_summary(metrics: dict) -> dict:
+    """How much of the ``optuna_global`` -> ``oracle_per_image`` gap (mean PSNR) ``learned`` closes,
+    overall and per noise level (1.0 = reaches the per-image oracle; above 1 = beyond it)."""
+    m = metrics["methods"]
+    if not all(k in m for k in ("learned", "optuna_global", ORACLE)):
+        return {}
+
+    def closed(level: str | None) -> dict:
+        get = (lambda name: m[name]["psnr_mean"]) if level is None else (lambda name: m[name]["psnr"][level])
+        lo, hi, ours = get("optuna_global"), get(ORACLE), get("learned")
+        return {"optuna_global": lo, ORACLE: hi, "learned": ours,
+                "gap_db": hi - lo, "gap_closed": (ours - lo) / (hi - lo) if hi - lo > 1e-9 else None}
+
+    return {"psnr": closed(None), "per_noise": {lvl: closed(lvl) for lvl in m["learned"]["psnr"] if lvl in m[ORACLE]["psnr"]}}

@@ -1,22 +1,22 @@
-"""DVC stage ``evaluate``: every method on the test split, PSNR/SSIM per noise level.
+"""DVC stage ``evaluate``: every method on the test split (the protocol of ``pipeline.evaluation``).
 
     python -m stages.evaluate --params params.yaml --task deblur --prepared data/deblur/prepared \
         --degraded data/deblur/degraded --models models/deblur --tuned tuned/deblur.yaml --out results/deblur
 
-Methods: ``input``, ``learned`` (the trained unfolded model), IRCNN and DPIR plug-and-play with
-the pre-trained denoiser told a nominal level (``*_blind``), the true one (``*_true``) or the
-one ``skimage.restoration.estimate_sigma`` estimates from the input (``*_estimated``), and
-``true_sigma_map`` (the IRCNN rule driven by the true per-pixel noise map).
-Writes ``metrics.json`` (``dvc metrics show``), ``per_image.csv``, ``psnr_by_noise.csv``
-(``dvc plots``), ``stages.csv`` (learned rho_k and guidance per stage) and ``visuals/``.
+Deblurring methods: ``input``, ``learned`` (the trained unfolded model), IRCNN and DPIR
+plug-and-play with the pre-trained denoiser told a nominal level (``*_blind``), the true one
+(``*_true``) or the one ``skimage.restoration.estimate_sigma`` estimates from the input
+(``*_estimated``), ``true_sigma_map`` (the IRCNN rule driven by the true per-pixel noise map), the
+``tune`` stage's schedules and classical knobs (``tuned.yaml``). Writes ``metrics.json`` (``dvc
+metrics show``), ``per_image.csv``, ``psnr_by_noise.csv`` (``dvc plots``), ``guidance.csv`` (the
+proxy's map against the true one), ``stages.csv`` (learned rho_k and guidance per stage) and ``visuals/``.
 
 Rain and haze (``base.task`` derain / dehaze): ``input``, ``learned``, ``classical`` (median
-filtering / the dark channel prior with a guided filter) and ``no_guidance``: the model trained
-with ``model.guidance: none`` (``--ablation-model``; by default, for the tasks of
-``tasks.ablate``, ``<models>/no_guidance/model.pt`` from the ``ablate`` stage); ``metrics.json`` has the same
-shape with no noise levels (``psnr_mean``/``ssim_mean`` over every test sample), and
-``guidance.csv`` scores the proxy's map against the true one (density / transmission correction). There
-is nothing to tune for them: ``tuned.yaml`` is not read.
+filtering / the dark channel prior with a guided filter); ``metrics.json`` has the same shape with
+no noise levels (``psnr_mean``/``ssim_mean`` over every test sample); ``evaluate.real_folder``
+photos are restored for the report. For every task of ``tasks.ablate``, ``no_guidance``: the model
+trained with ``model.guidance: none`` (``--ablation-model``; by default
+``<models>/no_guidance/model.pt`` from the ``ablate`` stage).
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ from tqdm import tqdm
 from pipeline import io
 from pipeline.checkpoint import load_ablation, load_model
 from pipeline.data import hwc_to_chw, limit_size
+from pipeline.datasets import iter_split, sample_rows
 from pipeline.device import pick_device, set_threads
-from pipeline.evaluation import ALL_METHODS, TASK_METHODS, aggregate, restore, restore_task, score
+from pipeline.evaluation import Methods, evaluate, method_names, needs_tuned, restore_task, select_methods, \
+    visual_arrays
 from stages.common import fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 
@@ -40,20 +42,6 @@ def pick_visuals(rows: list[dict], n: int) -> set[str]:
     if n <= 0 or not ordered:
         return set()
     return {ordered[int(i)]["sample_id"] for i in np.linspace(0, len(ordered) - 1, min(n, len(ordered))).round()}
-
-
-def test_samples(degraded: Path) -> list[dict]:
-    tests = [r for r in io.read_csv(degraded / "samples.csv") if r["split"] == "test"]
-    if not tests:
-        raise io.InputError(f"{degraded / 'samples.csv'}: no test samples")
-    return tests
-
-
-def each_sample(tests: list[dict], prepared: Path, degraded: Path, quiet: bool):
-    """``(row, arrays of samples/<id>.npz, clean image (C, H, W))`` per test sample, with a progress bar."""
-    for r in tqdm(tests, desc="evaluate", disable=quiet):
-        s = io.load_npz(degraded / "samples" / f"{r['sample_id']}.npz")
-        yield r, s, hwc_to_chw(io.read_image(prepared / "images" / f"{r['image']}.png", gray=s["y"].shape[0] == 1))
 
 
 def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
@@ -73,52 +61,16 @@ def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
     return len(paths)
 
 
-def evaluate_task(params, args, device) -> None:
-    """The rain / haze evaluation (see the module's docstring)."""
-    task, cfg = params.base.task, params.evaluate
-    prepared, degraded = Path(args.prepared), Path(args.degraded)
-    model = load_model(Path(args.models) / "model.pt", task=task, device=device)[0]
-    ablation_path = args.ablation_model
-    if not ablation_path and task in params.tasks.ablate:  # the ablate stage's model, next to the learned one
-        ablation_path = Path(args.models) / "no_guidance" / "model.pt"
-        if not ablation_path.is_file():
-            raise io.InputError(f"{ablation_path}: missing, and tasks.ablate names {task}: train it with "
-                                f"`dvc repro ablate@{task}` (python -m stages.train --task {task} --guidance none)")
-    ablation = load_ablation(ablation_path, task, device) if ablation_path else None
-    methods = [m for m in TASK_METHODS if m != "no_guidance" or ablation is not None]
-    tests = test_samples(degraded)
-    visual_ids = pick_visuals(tests, cfg.n_visuals)
-    with stage_run("evaluate", params, {"device": str(device)}) as tracker:
-        rows, stage_rows, guidance_rows = [], [], []
-        with io.atomic_dir(args.out) as out:
-            for r, s, x in each_sample(tests, prepared, degraded, args.quiet):
-                res = restore_task(task, s["y"], model, device, ablation, s["target"])
-                for m, sc in score(res.outputs, x, (1, 1)).items():
-                    rows.append({"sample_id": r["sample_id"], "image": r["image"], "method": m, **sc})
-                target = s["target"][0]
-                guidance_rows.append({"sample_id": r["sample_id"], "mae": float(np.abs(res.noise_estimate - target).mean()),
-                                      "true_mean": float(target.mean()), "estimate_mean": float(res.noise_estimate.mean())})
-                for k, g in enumerate(res.guidance):
-                    stage_rows.append({"sample_id": r["sample_id"], "stage": k + 1, "rho": float(res.rhos[k]),
-                                       "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255})
-                if r["sample_id"] in visual_ids:
-                    io.save_npz(out / "visuals" / f"{r['sample_id']}.npz", ground_truth=x, target_true=target,
-                                target_estimate=res.noise_estimate, **{f"method__{m}": o for m, o in res.outputs.items()},
-                                **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)})
-            metrics = aggregate(rows, [], methods)
-            metrics["task"] = task
-            metrics["guidance_mae"] = float(np.mean([g["mae"] for g in guidance_rows]))
-            if cfg.real_folder:
-                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
-            io.write_json(out / "metrics.json", metrics)
-            io.write_csv(out / "per_image.csv", rows)
-            io.write_csv(out / "guidance.csv", guidance_rows)
-            io.write_csv(out / "stages.csv", stage_rows)
-        flat = {f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")}
-        tracker.log_metrics({**flat, "guidance_mae": metrics["guidance_mae"]})
-        tracker.log_artifact(Path(args.out) / "metrics.json")
-        tracker.log_artifact(Path(args.out) / "per_image.csv")
-        log.info("%s: mean PSNR %s", task, {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
+def ablation_path(params, args) -> str:
+    """``--ablation-model``, or for the tasks of ``tasks.ablate`` the ``ablate`` stage's model."""
+    if args.ablation_model or params.base.task not in params.tasks.ablate:
+        return args.ablation_model
+    path = Path(args.models) / "no_guidance" / "model.pt"
+    if not path.is_file():
+        task = params.base.task
+        raise io.InputError(f"{path}: missing, and tasks.ablate names {task}: train it with "
+                            f"`dvc repro ablate@{task}` (python -m stages.train --task {task} --guidance none)")
+    return str(path)
 
 
 def main() -> None:
@@ -129,68 +81,48 @@ def main() -> None:
     p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
     p.add_argument("--out", default=None, help="default results/<task>")
     p.add_argument("--ablation-model", default="",
-                   help="rain/haze: a model trained with guidance 'none', evaluated as no_guidance (default for "
+                   help="a model trained with guidance 'none', evaluated as no_guidance (default for "
                         "the tasks of tasks.ablate: <models>/no_guidance/model.pt)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
-    fill_paths(args, params.base.task, prepared="prepared", degraded="degraded", models="models", tuned="tuned",
-               out="results")
+    task, cfg = params.base.task, params.evaluate
+    fill_paths(args, task, prepared="prepared", degraded="degraded", models="models", tuned="tuned", out="results")
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
-    if params.base.task != "deblur":
-        evaluate_task(params, args, device)
-        return
-    cfg = params.evaluate
-    prepared, degraded = Path(args.prepared), Path(args.degraded)
-    model, denoiser, _ = load_model(Path(args.models) / "model.pt", task=params.base.task, device=device)
-    if denoiser is None:
-        raise io.InputError(f"{args.models}/model.pt has no pre-trained denoiser for the plug-and-play baselines")
-    tests = test_samples(degraded)
-    visual_ids = pick_visuals(tests, cfg.n_visuals)
-    tuned = io.read_yaml(args.tuned)
+    model, denoiser, _ = load_model(Path(args.models) / "model.pt", task=task, device=device)
+    ablation = load_ablation(path, task, device) if (path := ablation_path(params, args)) else None
+    names = select_methods(method_names(task), [], ablation is not None)
+    tuned = io.read_yaml(args.tuned) if needs_tuned(names) else None
+    methods = Methods(task, names, model, device, denoiser, ablation, tuned, cfg.nominal_sigma / 100.0,
+                      cfg.ircnn_iters, cfg.dpir_iters)
+    rows = sample_rows(args.degraded, "test")
+    if not rows:
+        raise io.InputError(f"{Path(args.degraded) / 'samples.csv'}: no test samples")
+    visual_ids = pick_visuals(rows, cfg.n_visuals)
 
     with stage_run("evaluate", params, {"device": str(device)}) as tracker:
-        rows, stage_rows, guidance_err = [], [], []
         with io.atomic_dir(args.out) as out:
-            for r, s, x in each_sample(tests, prepared, degraded, args.quiet):
-                res = restore(s["y"], s["kernel"], s["sigma"], model, denoiser, device, cfg.nominal_sigma / 100.0,
-                              cfg.ircnn_iters, cfg.dpir_iters, ALL_METHODS, tuned)
-                scores = score(res.outputs, x, s["kernel"].shape)
-                for m, sc in scores.items():
-                    rows.append({"sample_id": r["sample_id"], "image": r["image"], "kernel_id": r["kernel_id"],
-                                 "noise_level": float(r["noise_level"]), "method": m, **sc})
-                mae = float(np.abs(res.noise_estimate - s["sigma"][0]).mean()) * 255
-                guidance_err.append({"noise_level": float(r["noise_level"]), "mae_255": mae,
-                                     "estimated_sigma_255": res.estimated_sigma * 255})
-                for k, g in enumerate(res.guidance):
-                    stage_rows.append({"sample_id": r["sample_id"], "noise_level": float(r["noise_level"]), "stage": k + 1,
-                                       "rho": float(res.rhos[k]), "guidance_mean_255": float(g.mean()) * 255,
-                                       "guidance_std_255": float(g.std()) * 255})
-                if r["sample_id"] in visual_ids:
-                    io.save_npz(out / "visuals" / f"{r['sample_id']}.npz", ground_truth=x, kernel=s["kernel"],
-                                sigma_true=s["sigma"][0], noise_estimate=res.noise_estimate,
-                                **{f"method__{m}": o for m, o in res.outputs.items()},
-                                **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)})
-            levels = sorted({float(r["noise_level"]) for r in tests})
-            metrics = aggregate(rows, levels, list(ALL_METHODS))
-            metrics["guidance_mae_255"] = float(np.mean([g["mae_255"] for g in guidance_err]))
-            metrics["estimated_sigma_mae_255"] = float(np.mean(
-                [abs(g["estimated_sigma_255"] - g["noise_level"] * 2.55) for g in guidance_err]))
+            def write_visual(sample, res) -> None:
+                if sample.sample_id in visual_ids:
+                    io.save_npz(out / "visuals" / f"{sample.sample_id}.npz", **visual_arrays(sample, res))
+
+            samples = tqdm(iter_split(args.prepared, args.degraded, rows), total=len(rows), desc="evaluate",
+                           disable=args.quiet)
+            result = evaluate(samples, methods, extras=write_visual)
+            metrics = {**result.metrics, **result.guidance_metrics}
+            if task != "deblur" and cfg.real_folder:
+                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
             io.write_json(out / "metrics.json", metrics)
-            io.write_csv(out / "per_image.csv", rows)
-            io.write_csv(out / "guidance.csv", guidance_err)
-            io.write_csv(out / "stages.csv", stage_rows)
-            io.write_csv(out / "psnr_by_noise.csv", [
-                {"noise_level": lvl, "method": m, "psnr": metrics["methods"][m]["psnr"].get(f"{lvl:g}")}
-                for lvl in levels for m in ALL_METHODS])
-        flat = {f"{m}/psnr_mean": v["psnr_mean"] for m, v in metrics["methods"].items()}
-        flat.update({f"{m}/ssim_mean": v["ssim_mean"] for m, v in metrics["methods"].items()})
-        flat["guidance_mae_255"] = metrics["guidance_mae_255"]
-        tracker.log_metrics(flat)
+            io.write_csv(out / "per_image.csv", result.rows)
+            io.write_csv(out / "guidance.csv", result.guidance_rows)
+            io.write_csv(out / "stages.csv", result.stage_rows)
+            if result.levels:
+                io.write_csv(out / "psnr_by_noise.csv", result.level_rows)
+        tracker.log_metrics({**{f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")},
+                             **result.guidance_metrics})
         tracker.log_artifact(Path(args.out) / "metrics.json")
         tracker.log_artifact(Path(args.out) / "per_image.csv")
-        means = {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()}
-        log.info("mean PSNR over %s %%: %s", levels, means)
+        log.info("%s: mean PSNR %s", task, {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
 
 
 if __name__ == "__main__":

@@ -1,50 +1,79 @@
-"""The one Optuna adapter: persistent, resumable, seeded studies with stable names.
+"""The one Optuna adapter: seeded TPE searches over a :class:`~pipeline.baselines.tuning.Knob`
+space, persistent and resumable when given a storage. Nothing else imports ``optuna``; callers
+pass an objective of plain ``{name: value}`` dicts and get a :class:`SearchResult` back.
 
-A study lives in an RDB store (``tune.storage``: SQLite ``optuna.db`` in the project by default,
-any SQLAlchemy URL otherwise), so an interrupted search resumes where it stopped:
-``run_study`` counts the trials already COMPLETE and runs only what is left of the budget.
+A persistent study lives in an RDB store (``tune.storage``: SQLite ``optuna.db`` in the project
+by default, any SQLAlchemy URL otherwise), so an interrupted search resumes where it stopped:
+:func:`search` counts the trials already COMPLETE and runs only what is left of the budget.
 Trials left RUNNING by a killed process are marked FAIL first (they never count).
 ``optuna-dashboard sqlite:///optuna.db`` opens the studies.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import optuna
+
+from pipeline.baselines.tuning import Knob
 
 log = logging.getLogger(__name__)
 
 
-def open_study(name: str, storage: str, seed: int) -> optuna.Study:
+@dataclass(frozen=True)
+class SearchResult:
+    """The best trial of a search: ``study`` is its name (``None`` in memory)."""
+
+    study: str | None
+    best_params: dict
+    best_value: float
+
+
+def open_study(name: str | None, storage: str | None, seed: int) -> optuna.Study:
+    """The study ``name`` in ``storage`` (created or loaded; in memory without a storage)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
                                load_if_exists=True)
 
 
+def suggest(trial: optuna.Trial, space: Sequence[Knob]) -> dict:
+    """One point of ``space`` drawn by ``trial`` (enqueued values come back as given)."""
+    return {k.name: trial.suggest_int(k.name, int(k.low), int(k.high), log=k.log) if k.integer
+            else trial.suggest_float(k.name, k.low, k.high, log=k.log) for k in space}
+
+
 def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
-def run_study(name: str, storage: str, seed: int, budget: int,
-              objective: Callable[[optuna.Trial], float], initial: list[dict] | None = None) -> optuna.Study:
-    """Run ``objective`` until the study holds ``budget`` complete trials (never more).
+def fail_stale_trials(study: optuna.Study) -> int:
+    """Mark FAIL the trials a killed process left RUNNING (one process searches a study at a time)."""
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in stale:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(stale)
 
-    ``initial``: parameter sets tried first in a new study (e.g. the hand-set rules, so the
-    search starts from them and its best is never below them); they count in the budget.
+
+def search(name: str | None, space: Sequence[Knob], objective: Callable[[dict], float], budget: int, seed: int,
+           storage: str | None = None, initial: Sequence[dict] = ()) -> SearchResult:
+    """Maximise ``objective`` over ``space`` until the study holds ``budget`` complete trials (never more).
+
+    ``initial``: points tried first in a new study (e.g. the hand-set rules, so the search starts
+    from them and its best is never below them); they count in the budget. Without a
+    ``storage`` the study lives in memory (the benchmark's per-image oracle).
     """
     study = open_study(name, storage, seed)
     if not study.trials:
-        for params in (initial or [])[:budget]:
-            study.enqueue_trial(params)
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        for params in list(initial)[:budget]:
+            study.enqueue_trial({k.name: params[k.name] for k in space})
+    fail_stale_trials(study)
     done = completed(study)
     remaining = max(0, budget - done)
-    log.info("study %s: %d trials complete, running %d more", name, done, remaining)
+    (log.info if storage else log.debug)("study %s: %d trials complete, running %d more", name, done, remaining)
     if remaining:
         # The budget counts complete trials only: a trial killed half-way (or failed) is made
         # up by the next run, and a resumed search never exceeds the budget.
-        study.optimize(objective, n_trials=remaining)
-    return study
+        study.optimize(lambda trial: objective(suggest(trial, space)), n_trials=remaining)
+    return SearchResult(study.study_name if storage else None, study.best_params, study.best_value)

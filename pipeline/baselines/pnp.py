@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from skimage.restoration import estimate_sigma
 
-from pipeline.baselines.schedules import SIGMA_START, Schedule, geometric
+from pipeline.baselines.schedules import IRCNN, SIGMA_START, Schedule, geometric
 from pipeline.models.unfolded import Physics, UnfoldedOutput, constant_maps, hqs
 
 
@@ -31,7 +31,7 @@ def run_schedule(physics: Physics, denoiser: torch.nn.Module, schedule: Schedule
 
 @torch.no_grad()
 def run_map_schedule(physics: Physics, denoiser: torch.nn.Module, sigma_map: torch.Tensor, iterations: int,
-                     lam_factor: float = 1.0 / 3.0, s_start: float = SIGMA_START) -> UnfoldedOutput:
+                     lam_factor: float = IRCNN.lam_factor, s_start: float = SIGMA_START) -> UnfoldedOutput:
     """The IRCNN rule driven by a per-pixel noise map ``(B, 1, H, W)``: each pixel's strength decays
     geometrically from ``s_start`` to its own level; ``rho_k`` uses the map's mean level."""
     level = sigma_map.flatten(1).mean(1).clamp_min(1e-4)  # (B,)

@@ -15,6 +15,31 @@ SIGMA_START = 49.0 / 255.0
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A hand-set rule: ``lambda = sigma^2 * scale / divisor`` over ``iterations`` steps.
+
+    The ratio is kept as written in the papers (IRCNN's ``sigma^2 / 3``), so :meth:`lam` is the
+    same float as that expression; :attr:`lam_factor` is the one multiplier the schedules use.
+    """
+
+    scale: float
+    divisor: float
+    iterations: int
+
+    @property
+    def lam_factor(self) -> float:
+        return self.scale / self.divisor
+
+    def lam(self, sigma: float) -> float:
+        """``lambda`` for the told level ``sigma`` ([0, 1] units)."""
+        return self.scale * sigma**2 / self.divisor
+
+
+IRCNN = Rule(1.0, 3.0, 30)  # Zhang et al., CVPR 2017
+DPIR = Rule(0.23, 1.0, 8)  # Zhang et al., TPAMI 2021
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Per-iteration denoiser strengths and penalties, each ``(K,)`` or ``(B, K)``."""
 
@@ -55,11 +80,13 @@ def hqs_schedule(sigma: torch.Tensor | float, iterations: int, lam_factor: float
     return Schedule(sigmas, rhos)
 
 
-def ircnn_schedule(sigma: torch.Tensor | float, iterations: int = 30, s_start: float = SIGMA_START) -> Schedule:
-    """IRCNN (Zhang et al., CVPR 2017): ``lambda = sigma^2 / 3``."""
-    return hqs_schedule(sigma, iterations, 1.0 / 3.0, s_start)
+def ircnn_schedule(sigma: torch.Tensor | float, iterations: int = IRCNN.iterations,
+                   s_start: float = SIGMA_START) -> Schedule:
+    """IRCNN: ``lambda = sigma^2 / 3``."""
+    return hqs_schedule(sigma, iterations, IRCNN.lam_factor, s_start)
 
 
-def dpir_schedule(sigma: torch.Tensor | float, iterations: int = 8, s_start: float = SIGMA_START) -> Schedule:
-    """DPIR (Zhang et al., TPAMI 2021): ``lambda = 0.23 sigma^2``."""
-    return hqs_schedule(sigma, iterations, 0.23, s_start)
+def dpir_schedule(sigma: torch.Tensor | float, iterations: int = DPIR.iterations,
+                  s_start: float = SIGMA_START) -> Schedule:
+    """DPIR: ``lambda = 0.23 sigma^2``."""
+    return hqs_schedule(sigma, iterations, DPIR.lam_factor, s_start)

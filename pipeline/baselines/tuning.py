@@ -1,22 +1,26 @@
-"""What the Optuna searches optimise: schedule and classical-knob objectives over samples.
+"""What the Optuna searches optimise: the one search space, the rule starts, and the objectives.
 
-Pure functions of (parameters, samples, denoiser) -> mean PSNR; the search itself (Optuna,
-its storage and study names) lives in the one adapter, ``stages/optuna_adapter.py``.
-A tuned HQS schedule has the form ``sigma_k = logspace(s_start, s_end, K)``,
-``rho_k = lam / sigma_k^2`` (docs/method.md §5.2), searched over ``(lam, s_start, s_end, K)``.
+Pure functions of (parameters, samples, denoiser) -> PSNR; the search itself (Optuna, its
+storage and study names) lives in the one adapter, ``stages/optuna_adapter.py``, which reads a
+space as a tuple of :class:`Knob`. A tuned HQS schedule has the form
+``sigma_k = logspace(s_start, s_end, K)``, ``rho_k = lam / sigma_k^2`` (docs/method.md §5.2),
+searched over ``(lam, s_start, s_end, K)``: by the ``tune`` stage on the validation split and by
+the benchmark's per-image oracle, in the same space.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from pipeline.baselines import classical
 from pipeline.baselines.pnp import run_schedule
-from pipeline.baselines.schedules import Schedule, geometric
+from pipeline.baselines.schedules import DPIR, IRCNN, SIGMA_START, Schedule, geometric
 from pipeline.data import chw_to_hwc
+from pipeline.datasets import Sample
+from pipeline.generators.seeds import rng_for
 from pipeline.metrics import kernel_crop, psnr
 from pipeline.physics.blur import BlurPhysics
 
@@ -24,48 +28,115 @@ from pipeline.physics.blur import BlurPhysics
 LAM_RANGE = (1e-7, 1e-2)
 S_START_RANGE = (5 / 255, 100 / 255)
 S_END_RANGE = (0.5 / 255, 50 / 255)
+MIN_ITERATIONS = 4
 
 
-@dataclass
-class TuningSample:
-    """One observation with its truth: ``y, x (C, H, W)``, ``kernel (kh, kw)``, its noise level (%)."""
+@dataclass(frozen=True)
+class Knob:
+    """One searched parameter in ``[low, high]``: log-uniform unless ``log`` is false, an integer
+    when ``integer``."""
 
-    y: np.ndarray
-    x: np.ndarray
-    kernel: np.ndarray
-    noise_level: float
-    sample_id: str = ""
-
-
-def tuned_schedule(lam: float, s_start: float, s_end: float, iterations: int) -> Schedule:
-    """The searched schedule family (``s_end`` is capped at ``s_start``)."""
-    sigmas = geometric(s_start, min(s_end, s_start), iterations)
-    return Schedule(sigmas, lam / sigmas**2)
+    name: str
+    low: float
+    high: float
+    log: bool = True
+    integer: bool = False
 
 
-def schedule_psnr(params: dict, samples: list[TuningSample], denoiser: torch.nn.Module, device: torch.device) -> list[float]:
-    """PSNR of plug-and-play HQS with the schedule ``params`` (``lam, s_start, s_end, iterations``)
-    on every sample, kernel border cropped."""
-    schedule = tuned_schedule(params["lam"], params["s_start"], params["s_end"], int(params["iterations"]))
-    scores = []
-    for s in samples:
-        physics = BlurPhysics(torch.from_numpy(s.y)[None].to(device), torch.from_numpy(s.kernel))
-        out = run_schedule(physics, denoiser, schedule).x[0].float().cpu().numpy()
-        scores.append(psnr(chw_to_hwc(out), chw_to_hwc(s.x), kernel_crop(s.kernel.shape)))
-    return scores
+def schedule_space(max_iterations: int) -> tuple[Knob, ...]:
+    """The searched schedule family ``(lam, s_start, s_end, iterations)``, ``K <= max_iterations``."""
+    return (Knob("lam", *LAM_RANGE), Knob("s_start", *S_START_RANGE), Knob("s_end", *S_END_RANGE),
+            Knob("iterations", MIN_ITERATIONS, max_iterations, log=False, integer=True))
 
 
-CLASSICAL: dict[str, tuple[Callable, str, tuple[float, float], bool]] = {
-    # method: (function, knob, range, integer knob)
-    "wiener": (classical.wiener, "balance", (1e-4, 1.0), False),
-    "richardson_lucy": (classical.richardson_lucy, "num_iter", (2, 60), True),
-    "tv": (classical.tv_deconvolution, "lam", (1e-5, 1e-1), False),
+def tuned_schedule(params: Mapping[str, float]) -> Schedule:
+    """The schedule of ``params`` (``lam, s_start, s_end, iterations``; ``s_end`` capped at ``s_start``)."""
+    s_start = params["s_start"]
+    sigmas = geometric(s_start, min(params["s_end"], s_start), int(params["iterations"]))
+    return Schedule(sigmas, params["lam"] / sigmas**2)
+
+
+def rule_starts(level_percent: float, max_iterations: int) -> list[dict]:
+    """The IRCNN and DPIR rules at a noise level, written in the searched family: the searches
+    start from them, so a tuned schedule is never worse than the rules on the tuning samples.
+    (DPIR's 8 iterations are kept even above a smaller ``max_iterations``: Optuna tries an
+    enqueued value as given.)"""
+    sigma = level_percent / 100.0
+    return [{"lam": IRCNN.lam(sigma), "s_start": SIGMA_START, "s_end": sigma,
+             "iterations": min(IRCNN.iterations, max_iterations)},
+            {"lam": DPIR.lam(sigma), "s_start": SIGMA_START, "s_end": sigma, "iterations": DPIR.iterations}]
+
+
+def subset(samples: list[Sample], n: int, seed: int, label: object) -> list[Sample]:
+    """At most ``n`` of ``samples``, a seeded choice per ``label``, in their order."""
+    if len(samples) <= n:
+        return samples
+    idx = rng_for(seed, "tune-subset", label).choice(len(samples), size=n, replace=False)
+    return [samples[i] for i in sorted(idx)]
+
+
+@dataclass(frozen=True)
+class ScheduleSearch:
+    """One schedule search: ``global`` (blind, every level) or ``noise-<level>`` (one level)."""
+
+    name: str
+    samples: list[Sample]
+    initial: list[dict]
+
+
+def schedule_searches(samples: list[Sample], max_samples: int, max_iterations: int, seed: int) -> list[ScheduleSearch]:
+    """The global search (started from the rules at the median level) and one per noise level."""
+    levels = sorted({s.noise_level for s in samples})
+    jobs = [ScheduleSearch("global", subset(samples, max_samples, seed, "global"),
+                           rule_starts(float(np.median(levels)), max_iterations))]
+    for level in levels:
+        group = [s for s in samples if s.noise_level == level]
+        jobs.append(ScheduleSearch(f"noise-{level:g}", subset(group, max_samples, seed, level),
+                                   rule_starts(level, max_iterations)))
+    return jobs
+
+
+def restore_with_schedule(sample: Sample, params: Mapping[str, float], denoiser: torch.nn.Module,
+                          device: torch.device) -> np.ndarray:
+    """``(C, H, W)``: plug-and-play HQS on ``sample`` with the schedule ``params``."""
+    physics = BlurPhysics(torch.from_numpy(sample.y)[None].to(device), torch.from_numpy(sample.kernel))
+    return run_schedule(physics, denoiser, tuned_schedule(params)).x[0].float().cpu().numpy()
+
+
+def schedule_psnr(params: Mapping[str, float], samples: Sequence[Sample], denoiser: torch.nn.Module,
+                  device: torch.device) -> list[float]:
+    """PSNR of the schedule ``params`` on every sample, kernel border cropped."""
+    return [psnr(chw_to_hwc(restore_with_schedule(s, params, denoiser, device)), chw_to_hwc(s.x),
+                 kernel_crop(s.kernel.shape)) for s in samples]
+
+
+def schedule_objective(samples: Sequence[Sample], denoiser: torch.nn.Module,
+                       device: torch.device) -> Callable[[dict], float]:
+    """``params -> mean PSNR over samples``: what the schedule searches maximise."""
+    return lambda params: float(np.mean(schedule_psnr(params, samples, denoiser, device)))
+
+
+CLASSICAL: dict[str, tuple[Callable, Knob]] = {
+    # method: (function, its one knob)
+    "wiener": (classical.wiener, Knob("balance", 1e-4, 1.0)),
+    "richardson_lucy": (classical.richardson_lucy, Knob("num_iter", 2, 60, integer=True)),
+    "tv": (classical.tv_deconvolution, Knob("lam", 1e-5, 1e-1)),
 }
 
 
-def classical_psnr(method: str, value: float, samples: list[TuningSample]) -> list[float]:
+def deconvolve(method: str, y: np.ndarray, kernel: np.ndarray, value: float) -> np.ndarray:
+    """``(C, H, W)``: the classical ``method`` on ``y`` with its knob at ``value``."""
+    fn, knob = CLASSICAL[method]
+    return fn(y, kernel, **{knob.name: int(round(value)) if knob.integer else float(value)})
+
+
+def classical_psnr(method: str, value: float, samples: Sequence[Sample]) -> list[float]:
     """PSNR of a classical method with its knob at ``value`` on every sample."""
-    fn, knob, _, integer = CLASSICAL[method]
-    value = int(round(value)) if integer else float(value)
-    return [psnr(chw_to_hwc(fn(s.y, s.kernel, **{knob: value})), chw_to_hwc(s.x), kernel_crop(s.kernel.shape))
+    return [psnr(chw_to_hwc(deconvolve(method, s.y, s.kernel, value)), chw_to_hwc(s.x), kernel_crop(s.kernel.shape))
             for s in samples]
+
+
+def classical_objective(method: str, samples: Sequence[Sample]) -> Callable[[dict], float]:
+    """``{knob: value} -> mean PSNR over samples``."""
+    knob = CLASSICAL[method][1].name
+    return lambda params: float(np.mean(classical_psnr(method, params[knob], samples)))

@@ -39,6 +39,9 @@ def bench_inputs(tmp_path):
     ablation_cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8, guidance="none")
     save_model(tmp_path / "none.pt", build_model(ablation_cfg, 1), ablation_cfg, 1, "deblur", model.denoiser.state_dict())
     (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(TUNED))
+    # the protocol's settings come from a params file, as the evaluate stage's do
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"ircnn_iters": 4, "dpir_iters": 2},
+                                                          "tune": {"max_iterations": 8}}))
     return tmp_path
 
 
@@ -46,7 +49,7 @@ def test_benchmark_writes_every_method_and_the_oracle_bounds_the_global_schedule
     d = bench_inputs
     main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "1,3", "--out", str(d / "out"),
           "--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--oracle-trials", "3",
-          "--ircnn-iters", "4", "--dpir-iters", "2", "--quiet", "--ablation-model", str(d / "none.pt")])
+          "--params", str(d / "params.yaml"), "--quiet", "--ablation-model", str(d / "none.pt")])
     metrics = json.loads((d / "out" / "metrics.json").read_text())
     assert metrics["noise_levels"] == [1, 3] and metrics["n_images"] == 2 and metrics["n_kernels"] == 2
     assert set(metrics["methods"]) == set(BENCH_METHODS)
@@ -72,7 +75,7 @@ def test_varying_noise_feeds_the_map_to_true_sigma_map_only(bench_inputs):
     d = bench_inputs
     main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "5", "--out", str(d / "var"),
           "--model", str(d / "model.pt"), "--methods", "ircnn_true,true_sigma_map,learned", "--noise-mode", "varying",
-          "--ircnn-iters", "4", "--quiet", "--limit", "1", "--no-mismatch"])
+          "--params", str(d / "params.yaml"), "--quiet", "--limit", "1", "--no-mismatch"])
     metrics = json.loads((d / "var" / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"ircnn_true", "true_sigma_map", "learned"} and metrics["n_images"] == 1
     # with a spatially varying map the map-fed rule is a different restoration from the scalar one
@@ -87,7 +90,8 @@ def _cli(*args, cwd):
 
 def test_bad_inputs_are_refused_with_a_clear_message(bench_inputs, tmp_path):
     d = bench_inputs
-    common = ["--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--out", str(tmp_path / "o")]
+    common = ["--model", str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--out", str(tmp_path / "o"),
+              "--params", str(d / "params.yaml")]
     from scipy.io import savemat
     savemat(tmp_path / "nok.mat", {"filters": np.ones((3, 3))})
     res = _cli("--images", str(d / "images"), "--kernels", str(tmp_path / "nok.mat"), *common, cwd=tmp_path)

@@ -1,8 +1,21 @@
-"""Optuna studies persist and resume: a killed search keeps its trials and never exceeds its budget."""
+"""Optuna searches persist and resume: a killed search keeps its trials and never exceeds its budget;
+the space is the library's Knob tuple, the objective sees plain dicts."""
+import subprocess
+import sys
+import textwrap
+
 import optuna
 import pytest
 
-from stages.optuna_adapter import completed, open_study, run_study
+from conftest import ROOT, project_env
+from pipeline.baselines.tuning import Knob, schedule_space
+from stages.optuna_adapter import open_study, search
+
+X = (Knob("x", -3.0, 3.0, log=False),)
+
+
+def states(storage: str, name: str) -> list:
+    return [t.state for t in optuna.load_study(study_name=name, storage=storage).get_trials()]
 
 
 class Killed(Exception):
@@ -13,41 +26,65 @@ def test_killed_search_resumes_keeps_trials_and_respects_budget(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     calls = []
 
-    def objective(trial):
-        x = trial.suggest_float("x", -3, 3)
-        calls.append(x)
+    def objective(params: dict) -> float:
+        calls.append(params["x"])
         if len(calls) == 4:
             raise Killed  # the process dies during the 4th trial
-        return -(x - 1) ** 2
+        return -(params["x"] - 1) ** 2
 
     with pytest.raises(Killed):
-        run_study("s", storage, seed=0, budget=6, objective=objective)
+        search("s", X, objective, budget=6, seed=0, storage=storage)
     first = open_study("s", storage, seed=0)
     kept = [t.params["x"] for t in first.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert len(kept) == 3
 
-    study = run_study("s", storage, seed=0, budget=6, objective=objective)
-    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    found = search("s", X, objective, budget=6, seed=0, storage=storage)
+    done = open_study("s", storage, seed=0).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(done) == 6 and [t.params["x"] for t in done[:3]] == kept
     assert len(calls) == 4 + 3  # only what was left of the budget
+    assert found.study == "s" and found.best_value == max(t.value for t in done)
 
-    again = run_study("s", storage, seed=0, budget=6, objective=objective)
-    assert completed(again) == 6 and len(calls) == 7  # a finished search recomputes nothing
+    search("s", X, objective, budget=6, seed=0, storage=storage)
+    assert len(calls) == 7  # a finished search recomputes nothing
 
 
 def test_a_trial_left_running_by_a_dead_process_is_failed_not_counted(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = open_study("t", storage, seed=0)
-    study.ask()  # RUNNING forever: its process died
-    study = run_study("t", storage, seed=0, budget=2, objective=lambda t: t.suggest_float("x", 0, 1))
-    states = [t.state for t in study.get_trials()]
-    assert states.count(optuna.trial.TrialState.FAIL) == 1 and states.count(optuna.trial.TrialState.COMPLETE) == 2
+    # another process opens a trial and dies without a word (no exception handler runs)
+    script = textwrap.dedent(f"""
+        import os
+        from stages.optuna_adapter import open_study
+        open_study("t", {storage!r}, seed=0).ask()
+        os._exit(9)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=project_env(ROOT), capture_output=True, text=True)
+    assert res.returncode == 9, res.stderr
+    assert states(storage, "t") == [optuna.trial.TrialState.RUNNING]
+    search("t", X, lambda p: p["x"], budget=2, seed=0, storage=storage)
+    after = states(storage, "t")
+    assert after.count(optuna.trial.TrialState.FAIL) == 1 and after.count(optuna.trial.TrialState.COMPLETE) == 2
 
 
-def test_initial_parameters_are_tried_first_and_count_in_the_budget(tmp_path):
+def test_initial_points_are_tried_first_and_count_in_the_budget(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = run_study("u", storage, seed=0, budget=3, objective=lambda t: -abs(t.suggest_float("x", 0, 1) - 0.3),
-                      initial=[{"x": 0.3}, {"x": 0.9}])
-    trials = study.get_trials()
+    found = search("u", (Knob("x", 0.0, 1.0, log=False),), lambda p: -abs(p["x"] - 0.3), budget=3, seed=0,
+                   storage=storage, initial=[{"x": 0.3, "ignored": 1}, {"x": 0.9}])
+    trials = open_study("u", storage, seed=0).get_trials()
     assert len(trials) == 3 and [t.params["x"] for t in trials[:2]] == [0.3, 0.9]
-    assert study.best_params == {"x": 0.3}
+    assert found.best_params == {"x": 0.3}
+
+
+def test_an_in_memory_search_is_seeded_and_draws_in_the_space():
+    space = schedule_space(max_iterations=6)
+    seen = []
+
+    def objective(params: dict) -> float:
+        seen.append(params)
+        return -params["lam"]
+
+    a = search(None, space, objective, budget=5, seed=3)
+    b = search(None, space, lambda p: -p["lam"], budget=5, seed=3)
+    assert a.study is None and a.best_params == b.best_params  # same seed, same draws
+    for p in seen:
+        assert set(p) == {"lam", "s_start", "s_end", "iterations"} and isinstance(p["iterations"], int)
+        assert all(k.low <= p[k.name] <= k.high for k in space)

@@ -1,0 +1,73 @@
+"""The one search space, the rule starts (the IRCNN/DPIR constants of pipeline.baselines.schedules),
+the searched schedule family and the objectives, on real small samples."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.baselines.schedules import DPIR, IRCNN, SIGMA_START, dpir_schedule, ircnn_schedule
+from pipeline.baselines.tuning import CLASSICAL, LAM_RANGE, classical_objective, deconvolve, rule_starts, \
+    schedule_objective, schedule_psnr, schedule_searches, schedule_space, subset, tuned_schedule
+from pipeline.data import limit_size, load_skimage, to_channels
+from pipeline.datasets import Sample
+from pipeline.generators.kernels import gaussian_kernel
+from pipeline.models.denoiser import ConditionedDenoiser
+from pipeline.synthesis import blur_circular
+
+
+def test_the_rules_are_the_papers_expressions_bit_for_bit():
+    for level in (1.0, 3.0, 3.5, 5.0, 7.0):
+        sigma = level / 100.0
+        ircnn, dpir = rule_starts(level, max_iterations=6)
+        assert ircnn["lam"] == sigma**2 / 3 and dpir["lam"] == 0.23 * sigma**2  # the floats tuned.yaml records
+        assert ircnn["s_start"] == dpir["s_start"] == SIGMA_START and ircnn["s_end"] == sigma
+        assert ircnn["iterations"] == 6 and dpir["iterations"] == DPIR.iterations
+    assert IRCNN.lam_factor == 1.0 / 3.0 and DPIR.lam_factor == 0.23
+    assert ircnn_schedule(0.03).iterations == IRCNN.iterations and dpir_schedule(0.03).iterations == DPIR.iterations
+
+
+def test_a_rule_written_in_the_searched_family_is_the_rule():
+    for rule, schedule in ((0, ircnn_schedule(0.03, 30)), (1, dpir_schedule(0.03, 8))):
+        tuned = tuned_schedule(rule_starts(3.0, 30)[rule])
+        assert torch.allclose(tuned.sigmas, schedule.sigmas) and torch.allclose(tuned.rhos, schedule.rhos, rtol=1e-5)
+
+
+def test_the_space_is_the_tune_stages():
+    space = {k.name: k for k in schedule_space(12)}
+    assert list(space) == ["lam", "s_start", "s_end", "iterations"]
+    assert (space["lam"].low, space["lam"].high) == LAM_RANGE and space["lam"].log
+    assert space["iterations"].integer and not space["iterations"].log and space["iterations"].high == 12
+
+
+@pytest.fixture(scope="module")
+def samples() -> list[Sample]:
+    x = limit_size(to_channels(load_skimage("camera"), gray=True), 48)[..., 0][None]
+    k = gaussian_kernel(1.2, 1.2, 0.0, 7)
+    out = []
+    for i, level in enumerate((1.0, 1.0, 1.0, 5.0)):
+        y = blur_circular(x, k) + level / 100 * np.random.default_rng(i).standard_normal(x.shape).astype(np.float32)
+        out.append(Sample(f"s{i}", "val", "camera", y, x, np.full_like(x, level / 100), k,
+                          record={"noise_level": str(level)}))
+    return out
+
+
+def test_searches_are_one_global_and_one_per_level_on_seeded_subsets(samples):
+    jobs = schedule_searches(samples, max_samples=2, max_iterations=6, seed=0)
+    assert [j.name for j in jobs] == ["global", "noise-1", "noise-5"]
+    assert jobs[0].initial == rule_starts(3.0, 6)  # the rules at the median level
+    assert len(jobs[1].samples) == 2 and {s.noise_level for s in jobs[1].samples} == {1.0}
+    assert subset(samples, 2, 0, "global") == subset(samples, 2, 0, "global") == jobs[0].samples
+    assert [s.sample_id for s in subset(samples, 3, 0, "x")] == sorted(s.sample_id for s in subset(samples, 3, 0, "x"))
+
+
+def test_the_objectives_score_the_restorations(samples):
+    torch.manual_seed(0)
+    den = ConditionedDenoiser(1, 8, (1, 2, 1)).eval()
+    params = rule_starts(1.0, 6)[0]
+    scores = schedule_psnr(params, samples[:2], den, torch.device("cpu"))
+    assert len(scores) == 2 and all(np.isfinite(scores))
+    assert schedule_objective(samples[:2], den, torch.device("cpu"))(params) == pytest.approx(np.mean(scores))
+    for method, (_, knob) in CLASSICAL.items():
+        value = knob.low * 2 if not knob.integer else 5.4
+        out = deconvolve(method, samples[0].y, samples[0].kernel, value)
+        assert out.shape == samples[0].y.shape and np.isfinite(out).all()
+        assert np.isfinite(classical_objective(method, samples[:1])({knob.name: value}))

@@ -1,0 +1,135 @@
+"""The evaluation protocol on real small samples: method gating, the tables' shapes and their
+agreement with each other, the per-sample hook, the rain/haze variant and the mismatch table."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import io
+from pipeline.config import ModelConfig
+from pipeline.data import limit_size, load_skimage, to_channels
+from pipeline.datasets import Sample, blurred_samples, pair_samples
+from pipeline.evaluation import ALL_METHODS, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, Methods, evaluate, \
+    evaluate_learned, gap_summary, markdown_table, method_names, mismatch_rows, mismatch_table, restore, score, \
+    select_methods
+from pipeline.models.factory import build_model
+from pipeline.synthesis import TaskSpec, degrade_task
+
+CFG = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
+TUNED = {"global": {"lam": 1e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 4},
+         "per_noise": {"1": {"lam": 3e-5, "s_start": 0.19, "s_end": 0.01, "iterations": 4},
+                       "5": {"lam": 8e-4, "s_start": 0.19, "s_end": 0.05, "iterations": 4}},
+         "classical": {"wiener": {"balance": 0.05}, "richardson_lucy": {"num_iter": 5}, "tv": {"lam": 2e-3}}}
+CPU = torch.device("cpu")
+
+
+def model(guidance: str = "learned", task: str = "deblur", channels: int = 1):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{**CFG.__dict__, "guidance": guidance})
+    return build_model(cfg, channels, task=task).eval()
+
+
+@pytest.fixture(scope="module")
+def blurred(tmp_path_factory) -> list[Sample]:
+    """Two images x one kernel x levels 1 and 5 %, degraded on the fly."""
+    folder = tmp_path_factory.mktemp("images")
+    for name in ("camera", "coins"):
+        io.write_image(folder / f"{name}.png", limit_size(to_channels(load_skimage(name), gray=True), 32))
+    k = np.outer(np.hanning(5), np.hanning(5)).astype(np.float32)
+    return list(blurred_samples(io.list_images(folder), [("k0", k / k.sum())], [1.0, 5.0], seed=0))
+
+
+def test_no_guidance_runs_only_with_an_ablation_model():
+    known = method_names("deblur", oracle=True)
+    assert known[-2:] == (ORACLE, NO_GUIDANCE) and set(ALL_METHODS) < set(known)
+    assert select_methods(known, [], have_ablation=False) == known[:-1]
+    assert select_methods(known, [], have_ablation=True) == known
+    assert select_methods(TASK_METHODS, ["classical", "input"], False) == ("classical", "input")  # asked order
+    with pytest.raises(io.InputError, match="no_guidance needs an ablation model"):
+        select_methods(known, ["learned", NO_GUIDANCE], have_ablation=False)
+    with pytest.raises(io.InputError, match="unknown"):
+        select_methods(TASK_METHODS, ["ircnn_true"], False)
+    with pytest.raises(io.InputError, match="no pre-trained denoiser"):
+        Methods("deblur", ("learned", "ircnn_true"), model(), CPU)
+    with pytest.raises(io.InputError, match="tuned.yaml"):
+        Methods("deblur", ("learned", "wiener"), model(), CPU)
+
+
+def test_the_tables_of_one_run_agree_with_each_other_and_with_the_methods(blurred):
+    net = model()
+    names = ("input", "learned", "ircnn_true", "true_sigma_map", "optuna_per_noise", "wiener", NO_GUIDANCE)
+    methods = Methods("deblur", names, net, CPU, net.denoiser, model("none"), TUNED, 0.01, ircnn_iters=3, dpir_iters=2)
+    seen = []
+    result = evaluate(blurred, methods, extras=lambda s, res: seen.append((s.sample_id, list(res.outputs))))
+    assert [s for s, _ in seen] == [s.sample_id for s in blurred] and all(o == list(names) for _, o in seen)
+    assert len(result.rows) == len(blurred) * len(names) and result.levels == [1.0, 5.0]
+    assert set(result.rows[0]) == {"sample_id", "image", "kernel_id", "noise_level", "method", "psnr", "ssim"}
+    m = result.metrics
+    assert m["noise_levels"] == [1, 5] and m["n_images"] == 2 and m["n_kernels"] == 1 and list(m["methods"]) == list(names)
+    for name in names:
+        for lvl in (1.0, 5.0):
+            vals = [r["psnr"] for r in result.rows if r["method"] == name and r["noise_level"] == lvl]
+            assert m["methods"][name]["psnr"][f"{lvl:g}"] == pytest.approx(np.mean(vals))
+    assert {r["method"] for r in result.level_rows} == set(names) and len(result.level_rows) == 2 * len(names)
+    assert len(result.stage_rows) == len(blurred) * 2 and len(result.guidance_rows) == len(blurred)
+    assert set(result.guidance_metrics) == {"guidance_mae_255", "estimated_sigma_mae_255"}
+    # the protocol's numbers are those of restoring and scoring one sample by hand
+    s = blurred[-1]
+    by_hand = score(restore(s.y, s.kernel, s.target, net, net.denoiser, CPU, 0.01, 3, 2, names, TUNED).outputs, s.x,
+                    s.kernel_shape)
+    row = {r["method"]: r["psnr"] for r in result.rows if r["sample_id"] == s.sample_id}
+    assert all(row[k] == by_hand[k]["psnr"] for k in by_hand)
+    # the sweep's score of a trial is the same protocol, the learned model alone
+    assert evaluate_learned(net, blurred, CPU).metrics["methods"]["learned"] == m["methods"]["learned"]
+
+
+def test_extras_are_scored_with_the_rest_and_a_missing_output_is_an_error(blurred):
+    net = model()
+    methods = Methods("deblur", ("input", ORACLE), net, CPU, net.denoiser, tuned=TUNED)
+    result = evaluate(blurred[:2], methods, extras=lambda s, res: {ORACLE: s.x * 0.9}, with_id=False)
+    assert "sample_id" not in result.rows[0]
+    oracle = [r["psnr"] for r in result.rows if r["method"] == ORACLE]
+    assert oracle == [score({ORACLE: s.x * 0.9}, s.x, s.kernel_shape)[ORACLE]["psnr"] for s in blurred[:2]]
+    with pytest.raises(ValueError, match="no output for"):
+        evaluate(blurred[:1], methods)
+
+
+def test_rain_pairs_without_a_target_score_learned_and_refuse_oracle_guidance(tmp_path):
+    for i, name in enumerate(("coffee", "astronaut")):
+        x = limit_size(to_channels(load_skimage(name), gray=False), 32)
+        y = degrade_task(np.ascontiguousarray(x.transpose(2, 0, 1)), TaskSpec("derain"), np.random.default_rng(i)).y
+        io.write_image(tmp_path / "rain" / f"{i}.png", y.transpose(1, 2, 0))
+        io.write_image(tmp_path / "norain" / f"{i}.png", x)
+    pairs = io.list_pairs(tmp_path, "rain", "norain")
+    names = select_methods(TASK_METHODS, [], have_ablation=False)
+    result = evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3), CPU))
+    assert result.metrics["task"] == "derain" and result.metrics["noise_levels"] == [] and result.levels == []
+    assert list(result.metrics["methods"]) == ["input", "learned", "classical"] and "n_kernels" not in result.metrics
+    assert result.guidance_rows == [] and result.guidance_metrics == {} and result.level_rows == []
+    oracle = Methods("derain", names, model("oracle", task="derain", channels=3), CPU)
+    with pytest.raises(io.InputError, match="oracle"):
+        evaluate(pair_samples(pairs), oracle)
+
+
+def test_the_mismatch_table_tells_the_non_blind_methods_other_levels(blurred):
+    net = model()
+    methods = Methods("deblur", ("learned", "ircnn_true", "optuna_per_noise"), net, CPU, net.denoiser, tuned=TUNED,
+                      ircnn_iters=3)
+    learned = np.zeros_like(blurred[0].x)
+    rows = mismatch_rows(blurred[0], methods, learned)
+    assert len(rows) == len(MISMATCH_TOLD) * 3
+    table = mismatch_table(rows)
+    assert table["told"] == list(MISMATCH_TOLD) and list(table["psnr"]) == ["ircnn_true", "optuna_per_noise", "learned"]
+    assert len(set(table["psnr"]["learned"].values())) == 1  # blind: the same output whatever it is told
+    assert len(set(table["psnr"]["ircnn_true"].values())) == len(MISMATCH_TOLD)
+
+
+def test_the_markdown_table_and_the_gap_summary():
+    entry = lambda v: {"psnr": {"1": v}, "ssim": {"1": 0.5}, "psnr_mean": v, "ssim_mean": 0.5}
+    metrics = {"noise_levels": [1], "methods": {"optuna_global": entry(20.0), ORACLE: entry(22.0), "learned": entry(21.5)}}
+    summary = gap_summary(metrics)
+    assert summary["psnr"]["gap_db"] == 2.0 and summary["psnr"]["gap_closed"] == 0.75 and "1" in summary["per_noise"]
+    text = markdown_table(metrics, list(metrics["methods"]), summary)
+    assert "| 1 | 20.00 / 0.500 |" in text and "learned closes 75 %" in text
+    assert gap_summary({"methods": {"learned": entry(1.0)}}) == {}
