@@ -235,26 +235,21 @@ def expand(spec: SweepSpec, base: dict, fingerprint: str = "") -> list[Trial]:
 
 # -- a trial's score -------------------------------------------------------------------------
 def evaluate_validation(model: "torch.nn.Module", samples: list["Sample"], device: "torch.device") -> tuple[dict, list[dict]]:
-    """The trained (deblurring) model on every validation sample: ``({"val_psnr": mean of
-    per-level means, "val_psnr@LEVEL": .., "val_ssim": ..}, per-stage rows)``, a per-stage row
-    being the mean over samples of ``stage, rho, guidance_mean_255, guidance_gain``."""
+    """The trained (deblurring) model on every validation sample, scored by the evaluation
+    protocol (:func:`pipeline.evaluation.evaluate_learned`): ``({"val_psnr": mean of per-level
+    means, "val_psnr@LEVEL": .., "val_ssim": ..}, per-stage rows)``, a per-stage row being the
+    mean over samples of ``stage, rho, guidance_mean_255`` and the stage's ``guidance_gain``."""
     import torch
 
-    from pipeline.evaluation import restore, score
+    from pipeline.evaluation import evaluate_learned
 
-    rows, stage_rows = [], []
-    model.to(device).eval()
-    for s in samples:
-        res = restore(s.y, s.kernel, s.target, model, None, device, 0.01, methods=("learned",))
-        rows.append({"noise_level": s.noise_level, **score(res.outputs, s.x, s.kernel_shape)["learned"]})
-        for k, g in enumerate(res.guidance):
-            stage_rows.append({"stage": k + 1, "rho": float(res.rhos[k]), "guidance_mean_255": float(g.mean()) * 255,
-                               "guidance_gain": float(torch.exp(model.guidance_gain[k]).item())})
-    per_level = pd.DataFrame(rows).groupby("noise_level")[["psnr", "ssim"]].mean()
-    metrics = {METRIC: float(per_level["psnr"].mean()), "val_ssim": float(per_level["ssim"].mean())}
-    metrics.update({f"{METRIC}@{lvl:g}": float(v) for lvl, v in per_level["psnr"].items()})
-    stages = pd.DataFrame(stage_rows).groupby("stage").mean().reset_index().to_dict("records")
-    return metrics, stages
+    result = evaluate_learned(model.to(device).eval(), samples, device)
+    learned = result.metrics["methods"]["learned"]
+    metrics = {METRIC: learned["psnr_mean"], "val_ssim": learned["ssim_mean"],
+               **{f"{METRIC}@{level}": v for level, v in learned["psnr"].items()}}
+    per_stage = pd.DataFrame(result.stage_rows)[["stage", "rho", "guidance_mean_255"]].groupby("stage").mean()
+    per_stage["guidance_gain"] = torch.exp(model.guidance_gain.detach().cpu()).numpy()[per_stage.index - 1]
+    return metrics, per_stage.reset_index().to_dict("records")
 
 
 # -- results ---------------------------------------------------------------------------------
