@@ -68,7 +68,7 @@ def measure(case: str, steps: int, batch: int, patch: int, device_name: str, thr
     batches = []
     for _ in range(steps + 2):
         b = {k: v.to(device) for k, v in sampler.blur_batch(batch).items()}
-        batches.append({"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "sigma": b["sigma"]})
+        batches.append({"physics": BlurPhysics(b["y"], b["kernel"]), "x": b["x"], "target": b["target"]})
     step = make_strategy(strategy, model, 1e-3, 1e-3, 100.0, **options)
     base = rss_mb()
     for b in batches[:2]:  # warm-up (allocator, kernels)

@@ -91,9 +91,9 @@ def bare_loop(model, batches: list[dict], cfg: TrainConfig, device: torch.device
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / len(batches)))
         with autocast(device):
-            g = F.mse_loss(model.proxy(b["y"]).float(), b["sigma"])
+            g = F.mse_loss(model.proxy(b["y"]).float(), b["target"])
             clipped_step(inner, cfg.guidance_weight * g)
-            out = model(BlurPhysics(b["y"], b["kernel"]), sigma_map=b["sigma"])
+            out = model(BlurPhysics(b["y"], b["kernel"]), target=b["target"])
             clipped_step(outer, F.mse_loss(out.x.float(), b["x"]))
     if device.type == "cuda":
         torch.cuda.synchronize()

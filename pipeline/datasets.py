@@ -41,7 +41,8 @@ class Sample:
         y: ``(C, H, W)`` float32 observation in [0, 1].
         x: ``(C, H, W)`` float32 clean image.
         target: ``(1, H, W)`` the guidance target: the true noise map (deblurring, in [0, 1]
-            units), the streak density (rain) or the transmission correction ``log(t / t_dcp)`` (haze).
+            units), the streak density (rain) or the transmission correction ``log(t / t_dcp)`` (haze);
+            ``None`` for real pairs, which carry no guidance truth.
         kernel: ``(kh, kw)`` the blur (deblurring); ``None`` for rain and haze.
         truth: the rest of the draw (``streaks``, ``density``, ``t``, ``airlight``, ``depth``).
         record: the sample's ``samples.csv`` row (strings, as written).
@@ -52,7 +53,7 @@ class Sample:
     image: str
     y: np.ndarray
     x: np.ndarray
-    target: np.ndarray
+    target: np.ndarray | None
     kernel: np.ndarray | None = None
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     record: dict[str, str] = field(default_factory=dict)

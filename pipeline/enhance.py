@@ -114,7 +114,7 @@ def unfolded(model: UnfoldedHQS, denoiser: nn.Module, proxy: nn.Module, physics:
         if denoiser is not model.denoiser:
             raise ValueError("tiling supports models with proxy_sharing 'once' only")
         out = model(physics)
-        return Enhanced(out.x.float(), out.noise_maps[0].float())
+        return Enhanced(out.x.float(), out.proxy_maps[0].float())
     level_map = even_sized(proxy, physics.init()).float()
     if getattr(model, "proxy_output", "map") == "scalar":
         level_map = level_map.mean(dim=(2, 3), keepdim=True).expand_as(level_map)
@@ -168,14 +168,14 @@ def restore_blind(model: nn.Module, y: torch.Tensor, amp: bool = True) -> tuple[
     with autocast(y.device, amp):
         if c == m:
             out = model(Observation(y[None]))
-            return out.x[0].float(), out.noise_maps[0][0].float()
+            return out.x[0].float(), out.proxy_maps[0][0].float()
         if c == 1:
             out = model(Observation(y.expand(m, -1, -1)[None]))
-            return out.x[0].float().mean(0, keepdim=True), out.noise_maps[0][0].float()
+            return out.x[0].float().mean(0, keepdim=True), out.proxy_maps[0][0].float()
         if m == 1:
             outs = [model(Observation(y[i:i + 1][None])) for i in range(c)]
             return (torch.cat([o.x[0].float() for o in outs]),
-                    torch.stack([o.noise_maps[0][0].float() for o in outs]).mean(0))
+                    torch.stack([o.proxy_maps[0][0].float() for o in outs]).mean(0))
     raise ValueError(f"cannot restore a {c}-channel image with a {m}-channel model")
 
 

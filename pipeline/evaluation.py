@@ -110,7 +110,7 @@ class Restoration:
 
     outputs: dict[str, np.ndarray]  # method -> (C, H, W)
     guidance: list[np.ndarray]  # K learned maps (H, W), one per stage
-    noise_estimate: np.ndarray  # (H, W) the proxy on y: its estimate of the guidance target
+    guidance_estimate: np.ndarray  # (H, W) the proxy on y: its estimate of the guidance target
     estimated_sigma: float  # the classical estimate fed to the *_estimated baselines
     rhos: np.ndarray  # (K,) the learned model's penalties
 
@@ -139,16 +139,16 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
     out: dict[str, np.ndarray] = {}
     guidance: list[np.ndarray] = []
     rhos = np.zeros(0, np.float32)
-    noise_estimate = np.zeros(sigma_map.shape[-2:], np.float32)
+    guidance_estimate = np.zeros(sigma_map.shape[-2:], np.float32)
     with autocast(device):
         if "input" in methods:
             out["input"] = y
         if "learned" in methods:
-            res = model(physics, sigma_map=smap)
+            res = model(physics, target=smap)
             out["learned"] = res.x[0].float().cpu().numpy()
             guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
             rhos = (res.rhos[0] if res.rhos.dim() == 2 else res.rhos).float().cpu().numpy()
-            noise_estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
+            guidance_estimate = model.estimate_guidance(yt)[0, 0].float().cpu().numpy()
         for name in PNP_METHODS:
             if name not in methods:
                 continue
@@ -172,7 +172,7 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
             if tuned is None:
                 raise ValueError(f"method {name} needs the tuned knobs (the tune stage's output)")
             out[name] = deconvolve(name, y, kernel, tuned["classical"][name][CLASSICAL[name][1].name])
-    return Restoration(out, guidance, noise_estimate, est, rhos)
+    return Restoration(out, guidance, guidance_estimate, est, rhos)
 
 
 def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
@@ -190,16 +190,16 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
                  ablation: torch.nn.Module | None = None, target: np.ndarray | None = None) -> Restoration:
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
     model), ``classical`` and, with an ``ablation`` model (trained with guidance ``none``),
-    ``no_guidance``. ``noise_estimate`` is the proxy's map on ``y`` (the predicted density /
+    ``no_guidance``. ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
     transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
     true guidance map, is what a model with ``oracle`` guidance is given."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
     truth = torch.from_numpy(target)[None].to(device) if target is not None else None
     out: dict[str, np.ndarray] = {"input": y}
     with autocast(device):
-        res = model(Observation(yt), sigma_map=truth)
+        res = model(Observation(yt), target=truth)
         out["learned"] = res.x[0].float().clamp(0, 1).cpu().numpy()
-        estimate = model.estimate_noise(yt)[0, 0].float().cpu().numpy()
+        estimate = model.estimate_guidance(yt)[0, 0].float().cpu().numpy()
         if ablation is not None:
             out["no_guidance"] = ablation(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
     out["classical"] = classical_restore(task, y)
@@ -315,18 +315,18 @@ def guidance_row(sample: Sample, res: Restoration, task: str) -> dict:
     """The proxy's map on one sample against the true guidance target."""
     target = sample.target[0]
     if task == "deblur":
-        return {"noise_level": sample.noise_level, "mae_255": float(np.abs(res.noise_estimate - target).mean()) * 255,
+        return {"noise_level": sample.noise_level, "mae_255": float(np.abs(res.guidance_estimate - target).mean()) * 255,
                 "estimated_sigma_255": res.estimated_sigma * 255}
-    return {"sample_id": sample.sample_id, "mae": float(np.abs(res.noise_estimate - target).mean()),
-            "true_mean": float(target.mean()), "estimate_mean": float(res.noise_estimate.mean())}
+    return {"sample_id": sample.sample_id, "mae": float(np.abs(res.guidance_estimate - target).mean()),
+            "true_mean": float(target.mean()), "estimate_mean": float(res.guidance_estimate.mean())}
 
 
 def visual_arrays(sample: Sample, res: Restoration) -> dict[str, np.ndarray]:
     """What the report's visual grid reads of one sample (``visuals/<sample_id>.npz``)."""
     if sample.kernel is not None:
-        truth = {"kernel": sample.kernel, "sigma_true": sample.target[0], "noise_estimate": res.noise_estimate}
+        truth = {"kernel": sample.kernel, "sigma_true": sample.target[0], "noise_estimate": res.guidance_estimate}
     else:
-        truth = {"target_true": sample.target[0], "target_estimate": res.noise_estimate}
+        truth = {"target_true": sample.target[0], "target_estimate": res.guidance_estimate}
     return {"ground_truth": sample.x, **truth, **{f"method__{m}": o for m, o in res.outputs.items()},
             **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)}}
 

@@ -109,5 +109,5 @@ class TaskPatchSampler(_Crops):
             targets.append(self.cut(sample.truth["t"] if self.spec.task == "dehaze" else sample.target, window))
         x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
         targets = torch.from_numpy(np.stack(targets))
-        sigma = transmission_correction(y, targets) if self.spec.task == "dehaze" else targets
-        return {"x": x, "y": y, "sigma": sigma}
+        target = transmission_correction(y, targets) if self.spec.task == "dehaze" else targets
+        return {"x": x, "y": y, "target": target}

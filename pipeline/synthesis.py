@@ -64,7 +64,7 @@ def batch_tensors(samples: list[BlurSample], clean: list[np.ndarray], kernel_siz
     return {
         "x": torch.from_numpy(np.stack(clean)),
         "y": torch.from_numpy(np.stack([s.y for s in samples])),
-        "sigma": torch.from_numpy(np.stack([s.sigma_map for s in samples])),
+        "target": torch.from_numpy(np.stack([s.sigma_map for s in samples])),
         "kernel": torch.from_numpy(np.stack([pad_to(s.kernel, kernel_size) for s in samples])),
     }
 

@@ -55,7 +55,7 @@ def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
     for path in tqdm(paths, desc="real photos", disable=quiet):
         y = hwc_to_chw(limit_size(io.read_image(path, gray=False), cfg.real_max_side))
         res = restore_task(task, y, model, device)
-        io.save_npz(out / f"{path.stem}.npz", input=y, target_estimate=res.noise_estimate,
+        io.save_npz(out / f"{path.stem}.npz", input=y, target_estimate=res.guidance_estimate,
                     **{f"method__{m}": o for m, o in res.outputs.items() if m != "input"})
     log.info("%s: restored %d real photos from %s", task, len(paths), cfg.real_folder)
     return len(paths)

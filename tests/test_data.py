@@ -43,10 +43,10 @@ def test_patch_sampler_batches_follow_the_forward_model():
     kernels = [sample_kernel(np.random.default_rng(i), max_size=9) for i in range(3)]
     sampler = PatchSampler(images, kernels, NoiseSpec(0.0, 0.0), 32, 9, np.random.default_rng(1))
     b = sampler.blur_batch(4)
-    assert b["x"].shape == (4, 1, 32, 32) and b["kernel"].shape == (4, 9, 9) and b["sigma"].shape == (4, 1, 32, 32)
+    assert b["x"].shape == (4, 1, 32, 32) and b["kernel"].shape == (4, 9, 9) and b["target"].shape == (4, 1, 32, 32)
     # with zero noise, y is exactly the circular blur of x with the (padded) kernel
     assert torch.allclose(BlurPhysics(b["x"], b["kernel"]).A(b["x"]), b["y"], atol=1e-5)
     noisy = PatchSampler(images, kernels, NoiseSpec(5.0, 5.0), 32, 9, np.random.default_rng(1)).blur_batch(2)
-    assert torch.allclose(noisy["sigma"], torch.tensor(0.05))
+    assert torch.allclose(noisy["target"], torch.tensor(0.05))
     with pytest.raises(ValueError, match="patch_size"):
         PatchSampler(images, kernels, NoiseSpec(1, 2), 64, 9, rng)

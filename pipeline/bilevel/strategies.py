@@ -37,18 +37,18 @@ GRAD_CLIP = 1.0  # early stages invert near-singular blurs: rare huge gradients,
 
 
 def reconstruction_loss(model: UnfoldedHQS, batch: dict) -> torch.Tensor:
-    out = model(batch["physics"], sigma_map=batch["sigma"])
+    out = model(batch["physics"], target=batch["target"])
     return F.mse_loss(out.x.to(batch["x"].dtype), batch["x"])
 
 
 def guidance_loss(model: UnfoldedHQS, batch: dict) -> torch.Tensor:
-    """The inner loss: the proxy's map on ``y`` against the true map ``sigma (B, 1, H, W)``; with
-    stage proxies, the mean over that and every stage's map (which needs the forward pass)."""
-    sigma = batch["sigma"]
+    """The inner loss: the proxy's map on ``y`` against the true guidance map ``target (B, 1, H, W)``;
+    with stage proxies, the mean over that and every stage's map (which needs the forward pass)."""
+    target = batch["target"]
     if model.proxy_sharing == "once" or model.guidance_mode != "learned":
-        return F.mse_loss(model.estimate_noise(batch["physics"].y).to(sigma.dtype), sigma)
-    maps = model(batch["physics"], sigma_map=sigma).noise_maps
-    return torch.stack([F.mse_loss(m.to(sigma.dtype), sigma) for m in maps]).mean()
+        return F.mse_loss(model.estimate_guidance(batch["physics"].y).to(target.dtype), target)
+    maps = model(batch["physics"], target=target).proxy_maps
+    return torch.stack([F.mse_loss(m.to(target.dtype), target) for m in maps]).mean()
 
 
 class _Apply(nn.Module):
@@ -76,10 +76,10 @@ def _both_losses(model: UnfoldedHQS, batch: dict) -> tuple[torch.Tensor, torch.T
     """``(f, g)`` from one forward pass when the guidance loss needs the stages anyway."""
     if model.proxy_sharing == "once" or model.guidance_mode != "learned":
         return reconstruction_loss(model, batch), guidance_loss(model, batch)
-    out = model(batch["physics"], sigma_map=batch["sigma"])
-    sigma = batch["sigma"]
+    out = model(batch["physics"], target=batch["target"])
+    target = batch["target"]
     f = F.mse_loss(out.x.to(batch["x"].dtype), batch["x"])
-    return f, torch.stack([F.mse_loss(m.to(sigma.dtype), sigma) for m in out.noise_maps]).mean()
+    return f, torch.stack([F.mse_loss(m.to(target.dtype), target) for m in out.proxy_maps]).mean()
 
 
 def functional_pair(model: UnfoldedHQS, batch: dict):

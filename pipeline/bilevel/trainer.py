@@ -42,12 +42,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class ValSample:
-    """A fixed validation observation: ``y, x (1, C, H, W)``, ``sigma (1, 1, H, W)`` (the true
-    guidance map), ``kernel (k, k)`` (deblurring; ``None`` for rain and haze)."""
+    """A fixed validation observation: ``y, x (1, C, H, W)``, ``target (1, 1, H, W)`` (the true
+    guidance map: noise level, rain density or transmission correction), ``kernel (k, k)``
+    (deblurring; ``None`` for rain and haze)."""
 
     y: torch.Tensor
     x: torch.Tensor
-    sigma: torch.Tensor
+    target: torch.Tensor
     kernel: torch.Tensor | None = None
 
 
@@ -224,14 +225,14 @@ class Trainer:
             b = {k: shard(v) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
             with autocast(self.device):
                 estimate = self.model.proxy_map(b["y"].to(self.device))
-            g = F.mse_loss(estimate.float(), b["sigma"].to(self.device))
+            g = F.mse_loss(estimate.float(), b["target"].to(self.device))
             apply_step(self.proxy_opt, self.cfg.guidance_weight * g)
             losses["guidance_loss"] = g.item()
         return losses
 
     def _bilevel_step(self) -> dict[str, float]:
         b = {k: shard(v).to(self.device) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
-        batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "sigma": b["sigma"]}
+        batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "target": b["target"]}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))
         with autocast(self.device):
@@ -247,14 +248,15 @@ class Trainer:
         self.model.eval()
         scores = []
         for s in self.val:
-            y, x, sigma = s.y.to(self.device), s.x.to(self.device), s.sigma.to(self.device)
+            y, x, target = s.y.to(self.device), s.x.to(self.device), s.target.to(self.device)
             with autocast(self.device):
                 if phase == "pretrain" and s.kernel is not None:
-                    target = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image
-                    out = self.model.denoiser(y, sigma)
+                    reference = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image
+                    out = self.model.denoiser(y, target)  # deblurring's target: the noise-level map
                 else:
-                    target = x
-                    out = self.model(bind_physics(y, s.kernel), sigma_map=sigma).x
-            scores.append(psnr(out[0].float().permute(1, 2, 0).cpu().numpy(), target[0].permute(1, 2, 0).cpu().numpy()))
+                    reference = x
+                    out = self.model(bind_physics(y, s.kernel), target=target).x
+            scores.append(psnr(out[0].float().permute(1, 2, 0).cpu().numpy(),
+                               reference[0].permute(1, 2, 0).cpu().numpy()))
         self.model.train()
         return float(np.mean(scores))

@@ -105,10 +105,10 @@ class _TaskUnfolded(nn.Module):
         """Nothing to copy: one proxy, on the observation."""
 
     def proxy_map(self, y: torch.Tensor) -> torch.Tensor:
-        """The proxy's map on ``y`` (pre-training's inner problem): :meth:`estimate_noise`."""
-        return self.estimate_noise(y)
+        """The proxy's map on ``y`` (pre-training's inner problem): :meth:`estimate_guidance`."""
+        return self.estimate_guidance(y)
 
-    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+    def estimate_guidance(self, y: torch.Tensor) -> torch.Tensor:
         """The proxy's guidance map ``(B, 1, H, W)`` on the observation ``y (B, C, H, W)``."""
         raise NotImplementedError
 
@@ -168,14 +168,14 @@ class UnfoldedDerain(_TaskUnfolded):
         left). Between 0 and the bound: flat bright regions are never taken for rain."""
         return bound * torch.sigmoid(self.streak_net(torch.cat([y, x, bound * MAP_GAIN, g * MAP_GAIN], 1)))
 
-    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+    def estimate_guidance(self, y: torch.Tensor) -> torch.Tensor:
         return self.estimate_density(y)
 
-    def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
-        """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
-        density, only for ``oracle``. ``noise_maps`` holds the predicted density (the inner
+    def forward(self, y: torch.Tensor | Observation, target: torch.Tensor | None = None) -> UnfoldedOutput:
+        """``y (B, C, H, W)`` (or an :class:`Observation`); ``target (B, 1, H, W)``, the true
+        density, only for ``oracle``. ``proxy_maps`` holds the predicted density (the inner
         level's target)."""
-        y, density = getattr(y, "y", y), sigma_map
+        y, density = getattr(y, "y", y), target
         if self.guidance_mode == "oracle" and density is None:
             raise ValueError("guidance_mode 'oracle' needs the true density map")
         pred = self.estimate_density(y)
@@ -221,17 +221,17 @@ class UnfoldedDehaze(_TaskUnfolded):
         classical estimate)."""
         return self.proxy(torch.cat([y, t], 1)).clamp(-CORRECTION_LIMIT, CORRECTION_LIMIT)
 
-    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
+    def estimate_guidance(self, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t0, _ = dark_channel_estimate(y)
         return self.estimate_correction(y, t0)
 
-    def forward(self, y: torch.Tensor | Observation, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
-        """``y (B, C, H, W)`` (or an :class:`Observation`); ``sigma_map (B, 1, H, W)``, the true
+    def forward(self, y: torch.Tensor | Observation, target: torch.Tensor | None = None) -> UnfoldedOutput:
+        """``y (B, C, H, W)`` (or an :class:`Observation`); ``target (B, 1, H, W)``, the true
         transmission correction (:func:`pipeline.physics.haze.transmission_correction`), only for
-        ``oracle``. ``noise_maps`` holds the predicted correction (the inner level's target) and
+        ``oracle``. ``proxy_maps`` holds the predicted correction (the inner level's target) and
         the final ``t``."""
-        y, true_correction = getattr(y, "y", y), sigma_map
+        y, true_correction = getattr(y, "y", y), target
         if self.guidance_mode == "oracle" and true_correction is None:
             raise ValueError("guidance_mode 'oracle' needs the true transmission correction")
         with torch.no_grad():

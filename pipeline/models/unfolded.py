@@ -39,7 +39,7 @@ class UnfoldedOutput:
     rhos: torch.Tensor  # (K,) or (B, K) the penalties used
     # what the proxies predicted, each (B, 1, H, W) against the true noise map: the proxy on y,
     # then (proxy_sharing shared / per_stage) the proxy on each stage input z_k
-    noise_maps: list[torch.Tensor] = field(default_factory=list)
+    proxy_maps: list[torch.Tensor] = field(default_factory=list)
 
 
 def hqs(physics: Physics, denoiser: nn.Module, rhos: torch.Tensor, guidance: Guidance,
@@ -175,8 +175,9 @@ class UnfoldedHQS(nn.Module):
             level = level.mean(dim=(2, 3), keepdim=True).expand_as(level)
         return level
 
-    def estimate_noise(self, y: torch.Tensor) -> torch.Tensor:
-        """The proxy on the observation ``y (B, C, H, W)``: its noise-level map ``(B, 1, H, W)``."""
+    def estimate_guidance(self, y: torch.Tensor) -> torch.Tensor:
+        """The proxy on the observation ``y (B, C, H, W)``: its noise-level map ``(B, 1, H, W)``,
+        the guidance target's estimate."""
         return self._level(self.proxy, y)
 
     def penalties(self, level: torch.Tensor | None, level_map: torch.Tensor | None = None) -> torch.Tensor:
@@ -221,24 +222,25 @@ class UnfoldedHQS(nn.Module):
 
         return guidance
 
-    def forward(self, physics: Physics, sigma_map: torch.Tensor | None = None) -> UnfoldedOutput:
-        """Restore the observation held by ``physics``; ``sigma_map (B, 1, H, W)`` only for ``oracle``."""
+    def forward(self, physics: Physics, target: torch.Tensor | None = None) -> UnfoldedOutput:
+        """Restore the observation held by ``physics``; ``target (B, 1, H, W)``, the true noise-level
+        map (the guidance target), only for ``oracle``."""
         ckpt = self.activation_checkpointing and torch.is_grad_enabled()
         if self.guidance_mode == "none":
             return hqs(physics, self.denoiser, self.penalties(None), constant_maps(self.nominal_sigmas), ckpt)
         if self.guidance_mode == "oracle":
-            if sigma_map is None:
-                raise ValueError("guidance_mode 'oracle' needs the true sigma_map")
-            level_map = sigma_map
+            if target is None:
+                raise ValueError("guidance_mode 'oracle' needs the true guidance target (the noise-level map)")
+            level_map = target
         else:
-            level_map = self.estimate_noise(physics.init())
+            level_map = self.estimate_guidance(physics.init())
         rhos = self.penalties(level_map.flatten(1).mean(1), level_map)
         if self.guidance_mode == "learned" and self.proxy_sharing != "once":
             maps: list[torch.Tensor] = []
             # not checkpointed: the recomputation in the backward pass would append to ``maps`` again
             out = hqs(physics, self.denoiser, rhos, self.stage_guidance(maps))
-            out.noise_maps = [level_map, *maps]
+            out.proxy_maps = [level_map, *maps]
             return out
         out = hqs(physics, self.denoiser, rhos, self.map_guidance(level_map), ckpt)
-        out.noise_maps = [level_map] if self.guidance_mode == "learned" else []
+        out.proxy_maps = [level_map] if self.guidance_mode == "learned" else []
         return out

@@ -22,7 +22,7 @@ def _tiny_batch(dtype=torch.float64):
     k = torch.rand(3, 3, generator=g, dtype=dtype)
     blurred = BlurPhysics(x, k / k.sum()).A(x)
     physics = BlurPhysics(blurred + 0.02 * torch.randn(x.shape, generator=g, dtype=dtype), k / k.sum())
-    return {"physics": physics, "x": x, "sigma": torch.full((1, 1, 13, 11), 0.02, dtype=dtype)}
+    return {"physics": physics, "x": x, "target": torch.full((1, 1, 13, 11), 0.02, dtype=dtype)}
 
 
 def _double_model():

@@ -109,7 +109,7 @@ def _tiny_batch():
     k = torch.rand(3, 3, generator=g, dtype=torch.float64)
     k = k / k.sum()
     physics = BlurPhysics(BlurPhysics(x, k).A(x) + 0.02 * torch.randn(x.shape, generator=g, dtype=torch.float64), k)
-    return {"physics": physics, "x": x, "sigma": torch.full((1, 1, 13, 11), 0.02, dtype=torch.float64)}
+    return {"physics": physics, "x": x, "target": torch.full((1, 1, 13, 11), 0.02, dtype=torch.float64)}
 
 
 def _model(cfg=CFG):

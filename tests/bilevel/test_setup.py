@@ -45,13 +45,13 @@ def test_it_reads_the_train_images_and_a_spread_of_the_val_samples(split):
     assert 1 <= len(setup.val) <= min(len(rows), params.train.val_samples)
     for s in setup.val:
         _, _, h, w = s.y.shape
-        assert s.y.shape == s.x.shape == (1, c, h, w) and s.sigma.shape == (1, 1, h, w)
+        assert s.y.shape == s.x.shape == (1, c, h, w) and s.target.shape == (1, 1, h, w)
         assert (s.kernel is not None) == (params.base.task == "deblur")
     sampler_type = PatchSampler if params.base.task == "deblur" else TaskPatchSampler
     assert isinstance(setup.sampler, sampler_type)
     p = params.train.patch_size
     batch = setup.sampler.degraded_batch(2)
-    assert batch["y"].shape == batch["x"].shape == (2, c, p, p) and batch["sigma"].shape == (2, 1, p, p)
+    assert batch["y"].shape == batch["x"].shape == (2, c, p, p) and batch["target"].shape == (2, 1, p, p)
     assert len(setup.config_key) == 16 and setup.model.activation_checkpointing == params.train.activation_checkpointing
 
 

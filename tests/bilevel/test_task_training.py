@@ -29,14 +29,14 @@ def images():
 def test_task_patches_are_reproducible_and_carry_their_targets(task, images):
     a = TaskPatchSampler(images, TaskSpec(task), 32, np.random.default_rng(3)).degraded_batch(3)
     b = TaskPatchSampler(images, TaskSpec(task), 32, np.random.default_rng(3)).degraded_batch(3)
-    assert set(a) == {"x", "y", "sigma"} and a["y"].shape == (3, 3, 32, 32) and a["sigma"].shape == (3, 1, 32, 32)
+    assert set(a) == {"x", "y", "target"} and a["y"].shape == (3, 3, 32, 32) and a["target"].shape == (3, 1, 32, 32)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert a["sigma"].abs().max() > 0
+    assert a["target"].abs().max() > 0
     if task == "derain":  # light rain only adds light; the density is non-negative
-        assert (a["y"] >= a["x"] - 1e-6).all() and (a["sigma"] >= 0).all()
+        assert (a["y"] >= a["x"] - 1e-6).all() and (a["target"] >= 0).all()
     else:  # the crop's true t against the dark channel prior on the crop, as the model sees it
         t0, _ = dark_channel_estimate(a["y"])
-        t = torch.exp(a["sigma"]) * t0
+        t = torch.exp(a["target"]) * t0
         assert ((t > 0) & (t <= 1 + 1e-5)).all()
         # the corrected transmission explains the hazy crop: y = x t + A (1 - t), A the patch's one value
         airlight = ((a["y"] - a["x"] * t) / (1 - t).clamp_min(1e-3)).flatten(1).median(1).values

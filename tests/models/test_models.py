@@ -25,7 +25,7 @@ def test_output_shape_equals_input_shape(channels):
     assert out.x.shape == physics.y.shape
     assert len(out.guidance) == 3 and all(g.shape == (2, 1, 37, 29) for g in out.guidance)
     assert all((g >= 0).all() for g in out.guidance)
-    assert model.estimate_noise(physics.y).shape == (2, 1, 37, 29)
+    assert model.estimate_guidance(physics.y).shape == (2, 1, 37, 29)
 
 
 def test_gradients_reach_denoiser_and_proxy():
@@ -59,10 +59,10 @@ def test_guidance_modes():
     none = build_model(ModelConfig(**{**CFG.__dict__, "guidance": "none"}), 1)(physics)
     assert all(torch.allclose(g, g.flatten()[0].expand_as(g)) for g in none.guidance)
     oracle_model = build_model(ModelConfig(**{**CFG.__dict__, "guidance": "oracle"}), 1)
-    out = oracle_model(physics, sigma_map=sigma)
+    out = oracle_model(physics, target=sigma)
     assert torch.allclose(out.guidance[0], torch.full_like(sigma, 49 / 255))  # the schedule starts at s_start
     assert torch.allclose(out.guidance[-1], sigma, rtol=1e-5)  # ... and ends at the map, pixel by pixel
-    with pytest.raises(ValueError, match="sigma_map"):
+    with pytest.raises(ValueError, match="needs the true guidance target"):
         oracle_model(physics)
     learned = build_model(CFG, 1)
-    assert torch.allclose(learned(physics).guidance[-1], learned.estimate_noise(physics.y).clamp(1e-3, 49 / 255))
+    assert torch.allclose(learned(physics).guidance[-1], learned.estimate_guidance(physics.y).clamp(1e-3, 49 / 255))

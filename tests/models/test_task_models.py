@@ -30,8 +30,8 @@ def test_forward_shapes_and_gradients(cls, mode, clean):
     out = model(y, target) if mode == "oracle" else model(y)
     assert out.x.shape == y.shape and len(out.guidance) == 3 and out.rhos.shape == (3,)
     assert all(g.shape == (1, 1, *y.shape[-2:]) and (g > 0).all() for g in out.guidance)
-    assert (out.noise_maps[0] >= 0).all()
-    loss = ((out.x - torch.from_numpy(clean)[None]) ** 2).mean() + out.noise_maps[0].mean()
+    assert (out.proxy_maps[0] >= 0).all()
+    loss = ((out.x - torch.from_numpy(clean)[None]) ** 2).mean() + out.proxy_maps[0].mean()
     loss.backward()
     assert model.denoiser.body[0].weight.grad is None  # the pre-trained prior is held fixed
     refine = model.streak_net if cls is UnfoldedDerain else model.refine

@@ -208,7 +208,7 @@ def test_rain_and_haze_models_restore_a_folder_without_a_kernel(assets, tmp_path
     maps = np.load(out / "colour_guidance.npy")
     assert maps.shape == (40, 44, 1)
     with torch.no_grad():
-        estimate = model.estimate_noise(y)[0, 0].numpy()
+        estimate = model.estimate_guidance(y)[0, 0].numpy()
     if task == "dehaze":  # the signed transmission correction: exact in the .npy, 0 -> mid-grey in the PNG
         from pipeline.physics.haze import CORRECTION_LIMIT
         assert np.allclose(maps[..., 0], estimate, atol=1e-6)
