@@ -92,12 +92,17 @@ def fill_paths(args: argparse.Namespace, task: str, **defaults: str) -> None:
             setattr(args, name, str(getattr(paths, attr)))
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, data: bool = False) -> argparse.ArgumentParser:
+    """The options every stage takes; ``data``: also ``--prepared`` and ``--degraded``, the task's
+    prepared and degraded splits (filled in by :func:`fill_paths`)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--params", default="params.yaml", help="params file (validated; unknown keys are errors)")
     p.add_argument("--task", choices=TASKS, default=None,
                    help="the task (default: the params file's base.task); its tasks.<task> overrides apply")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if data:
+        p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
+        p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
     return p
 
 

@@ -74,9 +74,7 @@ def ablation_path(params, args) -> str:
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
-    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p = parser(__doc__, data=True)
     p.add_argument("--models", default=None, help="default models/<task>")
     p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
     p.add_argument("--out", default=None, help="default results/<task>")

@@ -64,9 +64,7 @@ def log_mlflow_model(tracker, model, checkpoint: Path, channels: int, params, re
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
-    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p = parser(__doc__, data=True)
     p.add_argument("--out", default=None, help="default models/<task>")
     p.add_argument("--checkpoint", default=None, help="default checkpoints/<task>/train.pt")
     p.add_argument("--guidance", choices=("learned", "none", "oracle"), default=None,

@@ -42,9 +42,7 @@ def write_skipped(params, out: str) -> None:
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--prepared", default=None, help="default data/<task>/prepared")
-    p.add_argument("--degraded", default=None, help="default data/<task>/degraded")
+    p = parser(__doc__, data=True)
     p.add_argument("--models", default=None, help="default models/<task>")
     p.add_argument("--out", default=None, help="default tuned/<task>.yaml")
     args = p.parse_args()
