@@ -155,10 +155,10 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
 
     # the pipeline registers its model; a by-hand training into a scratch folder does not
     versions = lambda: mlflow.MlflowClient().search_model_versions("name='hyperguide-deblur'")  # noqa: E731
-    assert [v.version for v in versions()] == ["1"]
+    assert [int(v.version) for v in versions()] == [1]
     scratch = run_stage(project_copy, "train", "--task", "deblur", "--out", "scratch", "--checkpoint", "scratch/train.pt")
     assert scratch.returncode == 0 and (project_copy / "scratch" / "model.pt").exists(), scratch.stderr[-2000:]
-    assert [v.version for v in versions()] == ["1"]
+    assert [int(v.version) for v in versions()] == [1]
 
 
 def run_stage(root, stage, *args):
