@@ -11,23 +11,33 @@ networks' ``width`` feature maps over the whole image.
 Colour with a grey model: each channel is restored on its own (its own noise estimate and
 penalties), one after the other so that peak memory is that of one channel. A colour model on a
 grey image sees the grey channel replicated, and its output is averaged back to grey.
+
+The command's per-file work is here too (``stages.enhance`` parses flags, fetches an MLflow model
+and logs): the input/output pairs of a file or folder, the kernel chosen from a file, the model
+checked for the task, one image read, restored and written back in its own format. Its errors
+name the command's flags (they are what the user typed).
 """
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline import io
+from pipeline.checkpoint import load_model
+from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import autocast
+from pipeline.models.packaged import Enhanced, unfolded
 from pipeline.models.task_models import Observation
-from pipeline.models.unfolded import UnfoldedHQS, constant_maps, hqs
+from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
+from pipeline.physics.haze import CORRECTION_LIMIT
 from pipeline.tiling import Tiled
 
 TASKS = ("deblur", "derain", "dehaze")
@@ -80,47 +90,6 @@ def tiled_networks(model: UnfoldedHQS, plan: TilePlan) -> tuple[nn.Module, nn.Mo
         return model.denoiser, model.proxy
     return (Tiled(model.denoiser, plan.tile, plan.denoiser_halo, plan.blend),
             Tiled(model.proxy, plan.tile, plan.proxy_halo, plan.blend, align=2))
-
-
-def even_sized(proxy: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """The proxy on ``y (B, C, H, W)`` replicate-padded to even ``H, W``, cropped back: ``(B, 1, H, W)``.
-
-    The proxy samples a stride-2 Haar band and upsamples by 2. On an odd size its own padding
-    makes the upsampling factor ``ceil(H/2) / H`` instead of 1/2, a sub-pixel drift across the
-    image that tiles cannot reproduce; on an even size (as in training) every tile sees the
-    same grid as the whole image, so tiled and untiled maps agree.
-    """
-    h, w = y.shape[-2:]
-    # no branch on the parity: the packaged model is exported with symbolic sizes
-    return proxy(F.pad(y, (0, w % 2, 0, h % 2), mode="replicate"))[..., :h, :w]
-
-
-@dataclass
-class Enhanced:
-    x: torch.Tensor  # (B, C, H, W) the restored image, float32, not clipped
-    noise_map: torch.Tensor  # (B, 1, H, W) the proxy's noise-level map ([0, 1] units): the guidance's source
-
-
-def unfolded(model: UnfoldedHQS, denoiser: nn.Module, proxy: nn.Module, physics: BlurPhysics) -> Enhanced:
-    """The model's forward pass with its networks replaced (e.g. by tiled ones), the proxy run
-    through :func:`even_sized`. ``physics`` bound to ``y (B, C, H, W)``."""
-    if model.guidance_mode == "oracle":
-        raise ValueError("a model with guidance 'oracle' needs the true noise map: it cannot restore real images")
-    if model.guidance_mode == "none":
-        out = hqs(physics, denoiser, model.penalties(None), constant_maps(model.nominal_sigmas))
-        return Enhanced(out.x.float(), out.guidance[-1].float())
-    if getattr(model, "proxy_sharing", "once") != "once":
-        # the stage proxies run on each z_k inside the model: not split into tiles here
-        if denoiser is not model.denoiser:
-            raise ValueError("tiling supports models with proxy_sharing 'once' only")
-        out = model(physics)
-        return Enhanced(out.x.float(), out.proxy_maps[0].float())
-    level_map = even_sized(proxy, physics.init()).float()
-    if getattr(model, "proxy_output", "map") == "scalar":
-        level_map = level_map.mean(dim=(2, 3), keepdim=True).expand_as(level_map)
-    rhos = model.penalties(level_map.flatten(1).mean(1), level_map)
-    out = hqs(physics, denoiser, rhos, model.map_guidance(level_map))
-    return Enhanced(out.x.float(), level_map)
 
 
 @torch.no_grad()
@@ -179,36 +148,45 @@ def restore_blind(model: nn.Module, y: torch.Tensor, amp: bool = True) -> tuple[
     raise ValueError(f"cannot restore a {c}-channel image with a {m}-channel model")
 
 
-def psf_image(kernel: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """The kernel ``(kh, kw)`` as an image ``(H, W)`` with its centre ``(kh // 2, kw // 2)`` at
-    ``(H // 2, W // 2)``: the same OTF as the kernel itself (:func:`psf2otf` of either), so a
-    model can take the blur as one more image channel."""
-    kh, kw = kernel.shape
-    h, w = shape
-    if kh > h or kw > w:
-        raise ValueError(f"kernel of size {kh}x{kw} is larger than the image ({h}x{w})")
-    out = kernel.new_zeros(h, w)
-    r, c = h // 2 - kh // 2, w // 2 - kw // 2
-    out[r:r + kh, c:c + kw] = kernel
-    return out
+def restore_image(model: nn.Module, img: np.ndarray, kernel: np.ndarray | None, device: torch.device, *,
+                  task: str, max_megapixels: float, blend: int = DEFAULT_BLEND, amp: bool = True,
+                  kernel_id: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Restore one image ``img (H, W, C)`` (``C`` 1 or 3, in [0, 1]) on ``device``: deblurred by
+    ``kernel (kh, kw)`` (:func:`deblur_channels`, tiled past ``max_megapixels``, 0: never), or,
+    ``kernel`` None, by a rain / haze model (:func:`restore_blind`, refused past ``max_megapixels``).
 
-
-class PackagedDeblur(nn.Module):
-    """The model as MLflow's PyTorch flavour serves it (it passes one array to ``forward``).
-
-    ``forward(inp (B, C + 1, H, W)) -> (B, C, H, W)``: channels ``0..C-1`` the observation,
-    channel ``C`` the blur as :func:`psf_image` (centred, summing to 1). The computation of
-    :func:`deblur`, untiled.
+    Returns the restored image ``(H, W, C)`` clipped to [0, 1] and the proxy's maps ``(H, W, C')``
+    float32 (the guidance's source, see :func:`guidance_images`). ValueError, naming the
+    command's flags, for an image the model cannot restore as asked.
     """
+    h, w = img.shape[:2]
+    max_pixels = int(max_megapixels * 1e6) if max_megapixels > 0 else None
+    y = torch.from_numpy(hwc_to_chw(img)).to(device)
+    if kernel is None:
+        if max_pixels is not None and h * w > max_pixels:
+            raise ValueError(f"{h}x{w} is over --max-megapixels {max_megapixels:g}; the {task}"
+                             " model runs untiled (raise --max-megapixels, or 0 for no limit)")
+        x, maps = restore_blind(model, y, amp=amp)
+    else:
+        kh, kw = kernel.shape
+        if kh > h or kw > w:
+            raise ValueError(f"the kernel {kernel_id} ({kh}x{kw}) is larger than the image ({h}x{w})")
+        # a budget too small for one tile, a channel mismatch: ValueError from here
+        x, maps = deblur_channels(model, y, torch.from_numpy(kernel).to(device), max_pixels, blend, amp=amp)
+    return np.clip(chw_to_hwc(x.cpu().numpy()), 0.0, 1.0), chw_to_hwc(maps.float().cpu().numpy()).astype(np.float32)
 
-    def __init__(self, model: UnfoldedHQS):
-        super().__init__()
-        self.model = model
-        self.channels = model.proxy.channels
 
-    def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        y, psf = inp[:, :self.channels], inp[:, self.channels]
-        return unfolded(self.model, self.model.denoiser, self.model.proxy, BlurPhysics(y, psf)).x
+def guidance_images(maps: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(shown, exact)`` of the proxy's maps ``(H, W, C')`` of :func:`restore_image`: the values of
+    the 16-bit guidance PNG, in [0, 1], and the float32 array of its ``.npy`` twin.
+
+    A noise level or rain density is shown as it is (clipped to [0, 1] in both); dehaze's map is
+    signed (``log(t / t_dcp)`` within ``+-CORRECTION_LIMIT``), so its PNG shows 0 as mid-grey and
+    its array keeps the sign.
+    """
+    if task == "dehaze":
+        return np.clip(0.5 + maps / (2 * CORRECTION_LIMIT), 0.0, 1.0), maps
+    return np.clip(maps, 0.0, 1.0), np.clip(maps, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- image files
@@ -239,6 +217,34 @@ def probe_image(path: str | Path) -> ImageFormat:
     return ImageFormat(bits, colour)
 
 
+def read_input(path: Path) -> tuple[np.ndarray, np.ndarray | None, ImageFormat]:
+    """``(img (H, W, C), alpha (H, W) or None, format)`` of an image file: ``C`` 3 for colour, 1 for
+    grey (a grey file is read replicated, that is undone here). InputError for an unreadable file
+    or float values outside [0, 1]."""
+    img, alpha = io.read_image_with_alpha(path, gray=False)
+    fmt = probe_image(path)
+    return (img if fmt.colour else img[..., :1]), alpha, fmt
+
+
+def write_restored(dst: Path, out: np.ndarray, alpha: np.ndarray | None, fmt: ImageFormat,
+                   maps: np.ndarray | None = None, task: str = "deblur") -> None:
+    """Write ``out (H, W, C)`` to ``dst`` (atomically) in the input's bit depth as far as ``dst``'s
+    format holds it, ``alpha`` passed through where it holds one; with ``maps`` (of
+    :func:`restore_image`) also ``<stem>_guidance.png`` and ``<stem>_guidance.npy``
+    (:func:`guidance_images`). InputError when a file cannot be written."""
+    suffix = dst.suffix.lower()
+    try:
+        io.write_image(dst, out, bits=output_bits(fmt, suffix), alpha=alpha if suffix in io.ALPHA_SUFFIXES else None)
+        if maps is not None:
+            base = dst.with_name(f"{dst.stem}_guidance")
+            shown, exact = guidance_images(maps, task)
+            io.write_image(base.with_suffix(".png"), shown, bits=16)
+            with io.atomic_path(base.with_suffix(".npy")) as tmp:
+                np.save(tmp, exact)
+    except OSError as exc:
+        raise io.InputError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+
+
 def output_bits(fmt: ImageFormat, suffix: str) -> int:
     """The bit depth to write: the input's, as far as the output format holds it (floats: TIFF
     only, else 16-bit; JPEG and BMP: 8-bit only)."""
@@ -266,6 +272,76 @@ def round_trip_notes(fmt: ImageFormat, alpha: bool, suffix: str, model_channels:
     elif not fmt.colour and model_channels > 1:
         notes.append(f"grey replicated to the model's {model_channels} channels, its output averaged back")
     return notes
+
+
+# --------------------------------------------------------------------------- the command's inputs
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def plan_jobs(inp: Path, out: Path) -> list[Job]:
+    """``(input, output)`` pairs: one file, or every image under a folder mirrored under ``out``."""
+    if not inp.exists():
+        raise io.InputError(f"--in {inp}: no such file or folder")
+    if inp.is_file():
+        if inp.suffix.lower() not in io.IMAGE_SUFFIXES:
+            raise io.InputError(f"--in {inp}: not an image ({', '.join(io.IMAGE_SUFFIXES)})")
+        dst = out if out.suffix.lower() in io.IMAGE_SUFFIXES and not out.is_dir() else out / inp.name
+        if dst.resolve() == inp.resolve():
+            raise io.InputError(f"--out {dst} is the input itself: choose another path")
+        return [Job(inp, dst)]
+    if out.resolve() == inp.resolve():
+        raise io.InputError(f"--out {out} is the input folder: choose another folder")
+    out_abs = out.resolve()
+    files = sorted(f for f in inp.rglob("*") if f.is_file() and f.suffix.lower() in io.IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in f.relative_to(inp).parts)  # temporaries, ._ forks
+                   and out_abs not in f.resolve().parents)  # an --out inside --in is not input
+    if not files:
+        raise io.InputError(f"no images ({', '.join(io.IMAGE_SUFFIXES)}) under {inp}")
+    return [Job(f, out / f.relative_to(inp)) for f in files]
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it: refuse an unwritable output up front."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise io.InputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+
+
+def select_kernel(task: str, path: str | None, index: int) -> tuple[str, np.ndarray | None]:
+    """``(id, kernel (kh, kw))`` of the blur to undo: kernel ``index`` (1-based; 0 when the file
+    holds one) of the file ``path``; ``("", None)`` for rain and haze, which take none."""
+    if task != "deblur":
+        if path:
+            raise io.InputError(f"--kernel is for --task deblur: the {task} model estimates the degradation itself")
+        return "", None
+    if not path:
+        raise io.InputError("--task deblur needs --kernel FILE (the blur to undo)")
+    kernels = io.read_kernels(path)
+    if len(kernels) > 1 and index == 0:
+        ids = ", ".join(k for k, _ in kernels[:10]) + (" ..." if len(kernels) > 10 else "")
+        raise io.InputError(f"{path} holds {len(kernels)} kernels ({ids}): choose one with --kernel-index 1..{len(kernels)}")
+    if index > len(kernels) or index < 0:
+        raise io.InputError(f"--kernel-index {index}: {path} holds {len(kernels)} kernel(s)")
+    return kernels[max(index, 1) - 1]
+
+
+def load_task_model(path: Path, ref: str, task: str, device: torch.device) -> nn.Module:
+    """The model of the checkpoint ``path`` (``ref``: what the user named) on ``device``; refused
+    when it was trained for another task, or needs the true noise map (guidance 'oracle')."""
+    model, _, state = load_model(path, task=None, device=device)
+    if state["task"] != task:
+        raise io.InputError(f"{ref}: a model for task '{state['task']}', not '{task}'")
+    if model.guidance_mode == "oracle":
+        raise io.InputError(f"{ref}: a model with guidance 'oracle' needs the true noise map; it cannot restore photos")
+    return model
 
 
 # Measured on CPU (benchmarks/scaling.py), with a margin: the whole-image state of the data step

@@ -36,20 +36,15 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.checkpoint import load_model
-from pipeline.data import chw_to_hwc, hwc_to_chw
 from pipeline.device import pick_device
-from pipeline.physics.haze import CORRECTION_LIMIT
-from pipeline.enhance import DEFAULT_BLEND, TASKS, deblur_channels, output_bits, probe_image, \
-    restore_blind, round_trip_notes
+from pipeline.enhance import DEFAULT_BLEND, TASKS, Job, check_writable, load_task_model, plan_jobs, read_input, \
+    restore_image, round_trip_notes, select_kernel, write_restored
 from stages.common import fill_paths, log, run_main
 from stages.tracking import fetch_checkpoint, is_model_uri
 
@@ -89,114 +84,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@dataclass(frozen=True)
-class Job:
-    src: Path
-    dst: Path
-
-
-def plan_jobs(inp: Path, out: Path) -> list[Job]:
-    """``(input, output)`` pairs: one file, or every image under a folder mirrored under ``out``."""
-    if not inp.exists():
-        raise io.InputError(f"--in {inp}: no such file or folder")
-    if inp.is_file():
-        if inp.suffix.lower() not in io.IMAGE_SUFFIXES:
-            raise io.InputError(f"--in {inp}: not an image ({', '.join(io.IMAGE_SUFFIXES)})")
-        dst = out if out.suffix.lower() in io.IMAGE_SUFFIXES and not out.is_dir() else out / inp.name
-        if dst.resolve() == inp.resolve():
-            raise io.InputError(f"--out {dst} is the input itself: choose another path")
-        return [Job(inp, dst)]
-    if out.resolve() == inp.resolve():
-        raise io.InputError(f"--out {out} is the input folder: choose another folder")
-    out_abs = out.resolve()
-    files = sorted(f for f in inp.rglob("*") if f.is_file() and f.suffix.lower() in io.IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in f.relative_to(inp).parts)  # temporaries, ._ forks
-                   and out_abs not in f.resolve().parents)  # an --out inside --in is not input
-    if not files:
-        raise io.InputError(f"no images ({', '.join(io.IMAGE_SUFFIXES)}) under {inp}")
-    return [Job(f, out / f.relative_to(inp)) for f in files]
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write a probe file in it: refuse an unwritable output up front."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise io.InputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
-
-
-def load_kernel(path: str | None, index: int) -> tuple[str, np.ndarray]:
-    if not path:
-        raise io.InputError("--task deblur needs --kernel FILE (the blur to undo)")
-    kernels = io.read_kernels(path)
-    if len(kernels) > 1 and index == 0:
-        ids = ", ".join(k for k, _ in kernels[:10]) + (" ..." if len(kernels) > 10 else "")
-        raise io.InputError(f"{path} holds {len(kernels)} kernels ({ids}): choose one with --kernel-index 1..{len(kernels)}")
-    if index > len(kernels) or index < 0:
-        raise io.InputError(f"--kernel-index {index}: {path} holds {len(kernels)} kernel(s)")
-    return kernels[max(index, 1) - 1]
-
-
 def load(ref: str, task: str, device: torch.device):
     """The model behind ``ref`` (checkpoint path or MLflow URI), refused for another task."""
     if is_model_uri(ref):
         with tempfile.TemporaryDirectory(prefix="hyperguide-model-") as tmp:
-            return load_checked(fetch_checkpoint(ref, tmp), ref, task, device)
-    return load_checked(Path(ref), ref, task, device)
+            return load_task_model(fetch_checkpoint(ref, tmp), ref, task, device)
+    return load_task_model(Path(ref), ref, task, device)
 
 
-def load_checked(path: Path, ref: str, task: str, device: torch.device):
-    model, _, state = load_model(path, task=None, device=device)
-    if state["task"] != task:
-        raise io.InputError(f"{ref}: a model for task '{state['task']}', not '{task}'")
-    if model.guidance_mode == "oracle":
-        raise io.InputError(f"{ref}: a model with guidance 'oracle' needs the true noise map; it cannot restore photos")
-    return model
-
-
-def enhance_one(job: Job, model, kernel: np.ndarray | None, kernel_id: str, device: torch.device, args) -> None:
+def enhance_one(job: Job, model, kernel, kernel_id: str, device: torch.device, args) -> None:
     """Read, restore and write one image (atomically); InputError for anything wrong with it.
     ``kernel`` None: a rain / haze model."""
-    # (H, W, 3), grey files replicated (undone below); alpha apart; floats outside [0, 1] refused
-    img, alpha = io.read_image_with_alpha(job.src, gray=False)
-    fmt = probe_image(job.src)
-    if not fmt.colour:
-        img = img[..., :1]
-    h, w = img.shape[:2]
-    max_pixels = int(args.max_megapixels * 1e6) if args.max_megapixels > 0 else None
-    y = torch.from_numpy(hwc_to_chw(img)).to(device)
-    if kernel is None:
-        if max_pixels is not None and h * w > max_pixels:
-            raise io.InputError(f"{job.src}: {h}x{w} is over --max-megapixels {args.max_megapixels:g}; the {args.task}"
-                                " model runs untiled (raise --max-megapixels, or 0 for no limit)")
-        x, noise = restore_blind(model, y, amp=not args.no_amp)
-    else:
-        kh, kw = kernel.shape
-        if kh > h or kw > w:
-            raise io.InputError(f"{job.src}: the kernel {kernel_id} ({kh}x{kw}) is larger than the image ({h}x{w})")
-        try:
-            x, noise = deblur_channels(model, y, torch.from_numpy(kernel).to(device), max_pixels, args.blend,
-                                       amp=not args.no_amp)
-        except ValueError as exc:  # a budget too small for one tile, a channel mismatch
-            raise io.InputError(f"{job.src}: {exc}") from exc
-    out = np.clip(chw_to_hwc(x.cpu().numpy()), 0.0, 1.0)
-    suffix = job.dst.suffix.lower()
+    img, alpha, fmt = read_input(job.src)  # floats outside [0, 1] refused
     try:
-        io.write_image(job.dst, out, bits=output_bits(fmt, suffix),
-                       alpha=alpha if suffix in io.ALPHA_SUFFIXES else None)
-        if args.save_guidance:
-            base = job.dst.with_name(f"{job.dst.stem}_guidance")
-            maps = chw_to_hwc(noise.float().cpu().numpy()).astype(np.float32)
-            # dehaze's map is signed (log(t / t_dcp) within +-CORRECTION_LIMIT): the PNG shows 0 as mid-grey
-            shown = 0.5 + maps / (2 * CORRECTION_LIMIT) if args.task == "dehaze" else maps
-            io.write_image(base.with_suffix(".png"), np.clip(shown, 0.0, 1.0), bits=16)
-            with io.atomic_path(base.with_suffix(".npy")) as tmp:
-                np.save(tmp, maps if args.task == "dehaze" else np.clip(maps, 0.0, 1.0))
-    except OSError as exc:
-        raise io.InputError(f"cannot write {job.dst}: {exc.strerror or exc}") from exc
-    notes = round_trip_notes(fmt, alpha is not None, suffix, model.denoiser.channels)
+        out, maps = restore_image(model, img, kernel, device, task=args.task, max_megapixels=args.max_megapixels,
+                                  blend=args.blend, amp=not args.no_amp, kernel_id=kernel_id)
+    except ValueError as exc:  # over the pixel budget, a kernel larger than the image, a channel mismatch
+        raise io.InputError(f"{job.src}: {exc}") from exc
+    write_restored(job.dst, out, alpha, fmt, maps if args.save_guidance else None, args.task)
+    notes = round_trip_notes(fmt, alpha is not None, job.dst.suffix, model.denoiser.channels)
     if notes:
         log.info("%s -> %s: %s", job.src, job.dst, "; ".join(notes))
 
@@ -211,12 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         raise io.InputError(f"--device {args.device}: {exc}") from exc
     jobs = plan_jobs(Path(args.inp), Path(args.out))
     model = load(args.model, args.task, device)
-    if args.task == "deblur":
-        kernel_id, kernel = load_kernel(args.kernel, args.kernel_index)
-    elif args.kernel:
-        raise io.InputError(f"--kernel is for --task deblur: the {args.task} model estimates the degradation itself")
-    else:
-        kernel_id, kernel = "", None
+    kernel_id, kernel = select_kernel(args.task, args.kernel, args.kernel_index)
     for folder in sorted({j.dst.parent for j in jobs}):
         check_writable(folder)
     failures: list[str] = []

@@ -23,9 +23,7 @@ matplotlib.use("Agg")  # before anything imports pyplot: no display needed
 import pandas as pd  # noqa: E402
 
 from pipeline import io  # noqa: E402
-from pipeline.report import figures as figs  # noqa: E402
-from pipeline.config import Params, ReportConfig  # noqa: E402
-from pipeline.report.page import Report, ReportInputs, combine, compose, compose_task, psnr_gap, render_html, \
+from pipeline.report.page import Report, ReportInputs, build_report, order_visuals, psnr_gap, render_html, \
     render_markdown  # noqa: E402
 from stages.common import load_params, log, parser, run_main  # noqa: E402
 from stages.tracking import stage_run  # noqa: E402
@@ -75,17 +73,11 @@ def load_npz_folder(folder: Path) -> list[dict]:
 
 def load_visuals(folder: Path, per_image: pd.DataFrame) -> list[dict]:
     """Every ``<sample_id>.npz`` in ``folder`` (none if it is absent), ordered by noise level then id."""
-    levels: dict[str, float] = {}
-    if {"sample_id", "noise_level"}.issubset(per_image.columns):
-        for sid, lvl in zip(per_image["sample_id"], pd.to_numeric(per_image["noise_level"], errors="coerce")):
-            levels.setdefault(str(sid), float(lvl))
     visuals = load_npz_folder(folder)
     for vis in visuals:
         if "ground_truth" not in vis:
             raise io.InputError(f"{folder / (vis['sample_id'] + '.npz')}: no 'ground_truth' array")
-        if vis["sample_id"] in levels:
-            vis["noise_level"] = levels[vis["sample_id"]]
-    return sorted(visuals, key=lambda v: (figs.sample_level(v), v["sample_id"]))
+    return order_visuals(visuals, per_image)
 
 
 def write_report(report: Report, out: Path) -> list[Path]:
@@ -100,19 +92,6 @@ def write_report(report: Report, out: Path) -> list[Path]:
     io.write_text(out / "report.md", render_markdown(report, "figures"))
     io.write_text(out / "index.html", render_html(report))
     return [*paths, out / "report.md", out / "index.html"]
-
-
-DEFAULT_TITLE = "hyperguide: learned hyper-guidance for deblurring, rain and haze removal"
-
-
-def compose_one(inputs: ReportInputs, params: Params) -> Report:
-    """The report of one task, in that task's layout."""
-    task = inputs.metrics.get("task", "deblur")
-    if task == "deblur":
-        return compose(inputs, params.report.title, params.report.visual_methods)
-    title = params.report.title if params.report.title != ReportConfig.title else \
-        f"hyperguide: learned hyper-guidance for {task}"  # the default title names deblurring
-    return compose_task(inputs, title)
 
 
 def main() -> None:
@@ -131,12 +110,7 @@ def main() -> None:
         if got.metrics.get("task", "deblur") != t:
             raise io.InputError(f"{Path(args.results) / t / 'metrics.json'}: written for task "
                                 f"{got.metrics.get('task', 'deblur')!r}, not {t!r}")
-    reports = {t: compose_one(inputs[t], by_task[t]) for t in tasks}
-    if len(tasks) == 1:
-        report = reports[tasks[0]]
-    else:
-        title = params.report.title if params.report.title != ReportConfig.title else DEFAULT_TITLE
-        report = combine(reports, {t: inputs[t].metrics for t in tasks}, title)
+    report = build_report(inputs, {t: by_task[t].report for t in tasks}, params.report)
     with io.atomic_dir(args.out) as out:
         written = write_report(report, out)
     # one run per task, in that task's experiment, so each task's runs hold its whole chain

@@ -31,7 +31,7 @@ from pipeline.bilevel.setup import build_training, run_training
 from pipeline.checkpoint import MODEL_FORMAT, save_model
 from pipeline.config import to_dict
 from pipeline.device import pick_device, set_threads
-from pipeline.enhance import PackagedDeblur
+from pipeline.models.packaged import PackagedDeblur
 from stages.common import TaskPaths, fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.enhance import (PackagedDeblur, conv_radius, deblur, deblur_channels, plan_tiles, probe_image,
-                              proxy_radius, psf_image)
+from pipeline.enhance import (conv_radius, deblur, deblur_channels, guidance_images, plan_tiles, probe_image,
+                              proxy_radius)
 from pipeline.io import write_image
 from pipeline.models.factory import build_model
+from pipeline.models.packaged import PackagedDeblur, psf_image
 from pipeline.physics.blur import BlurPhysics, psf2otf
 from pipeline.tiling import blend_ramp, tile_spans, tiled_apply
 
@@ -159,3 +160,12 @@ def test_autocast_on_cuda_costs_no_accuracy(tiny_model, rng, kernel):
     mixed = deblur(model, y, k.cuda(), amp=True).x[0, 0].cpu().numpy()
     gt = x[0, 0].numpy()
     assert abs(psnr(mixed, gt, 3) - psnr(full, gt, 3)) < 0.1
+
+
+def test_guidance_images_keep_dehazes_sign_and_clip_the_others():
+    maps = np.array([[[-0.5], [0.0], [2.0]]], np.float32)  # (H, W, C') = (1, 3, 1)
+    shown, exact = guidance_images(maps, "dehaze")
+    assert shown[0, 1, 0] == 0.5 and shown[0, 0, 0] < 0.5 < shown[0, 2, 0] <= 1.0  # 0 as mid-grey
+    assert np.array_equal(exact, maps) and exact.dtype == np.float32
+    shown, exact = guidance_images(maps, "derain")
+    assert np.array_equal(shown, exact) and exact.tolist() == [[[0.0], [0.0], [1.0]]]

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from pipeline.config import ReportConfig
 from pipeline.report import BOUND_METHODS, HIGHLIGHT, ordered_methods
 from pipeline.report import figures as figs
 
@@ -80,6 +81,20 @@ class ReportInputs:
     visuals: list[dict] = field(default_factory=list)  # npz arrays + "sample_id"
     real: list[dict] = field(default_factory=list)  # rain / haze: real photos (npz arrays + "sample_id"), no truth
     missing: list[str] = field(default_factory=list)  # inputs that were not there
+
+
+
+def order_visuals(visuals: list[dict], per_image: pd.DataFrame) -> list[dict]:
+    """``visuals`` (npz arrays + ``"sample_id"``), each given its ``noise_level`` from the
+    per-image table where that has it, ordered by noise level then id."""
+    levels: dict[str, float] = {}
+    if {"sample_id", "noise_level"}.issubset(per_image.columns):
+        for sid, lvl in zip(per_image["sample_id"], pd.to_numeric(per_image["noise_level"], errors="coerce")):
+            levels.setdefault(str(sid), float(lvl))
+    for vis in visuals:
+        if vis["sample_id"] in levels:
+            vis["noise_level"] = levels[vis["sample_id"]]
+    return sorted(visuals, key=lambda v: (figs.sample_level(v), v["sample_id"]))
 
 
 # --------------------------------------------------------------------------- figures -> bytes
@@ -462,6 +477,32 @@ def combine(reports: Mapping[str, Report], metrics_by_task: Mapping[str, Mapping
                       for b in section.blocks]
             sections.append(Section(f"{name}: {section.title}", blocks))
     return Report(title, sections)
+
+
+
+DEFAULT_TITLE = "hyperguide: learned hyper-guidance for deblurring, rain and haze removal"
+
+
+def compose_one(inputs: ReportInputs, config: ReportConfig) -> Report:
+    """The report of one task, in that task's layout (``config``: that task's report params)."""
+    task = inputs.metrics.get("task", "deblur")
+    if task == "deblur":
+        return compose(inputs, config.title, config.visual_methods)
+    title = config.title if config.title != ReportConfig.title else \
+        f"hyperguide: learned hyper-guidance for {task}"  # the default title names deblurring
+    return compose_task(inputs, title)
+
+
+def build_report(inputs: Mapping[str, ReportInputs], configs: Mapping[str, ReportConfig],
+                 config: ReportConfig) -> Report:
+    """The report of every task of ``inputs`` (in their order), each in its own layout with its
+    report params ``configs[task]``: one task's report as it is, several :func:`combine`d under
+    ``config``'s title (its default replaced by one naming every task)."""
+    reports = {t: compose_one(got, configs[t]) for t, got in inputs.items()}
+    if len(reports) == 1:
+        return next(iter(reports.values()))
+    title = config.title if config.title != ReportConfig.title else DEFAULT_TITLE
+    return combine(reports, {t: got.metrics for t, got in inputs.items()}, title)
 
 
 # --------------------------------------------------------------------------- rendering

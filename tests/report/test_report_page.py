@@ -14,6 +14,7 @@ from pipeline.report import ordered_methods
 from pipeline.report.page import (
     compose,
     fig_to_png,
+    order_visuals,
     psnr_gap,
     render_html,
     render_markdown,
@@ -230,3 +231,11 @@ def test_stage_table_rho_per_level_when_it_differs():
     assert list(table.columns[:2]) == ["ρ_k @ 1%", "ρ_k @ 3%"]
     assert table.at[2, "ρ_k @ 3%"] == "0.4"
     assert table.at[1, "guidance @ 1% (/255)"] == "1.00"  # empty std cells: no "±"
+
+
+def test_visuals_take_their_level_from_the_per_image_table_and_sort_by_it():
+    visuals = [{"sample_id": "b"}, {"sample_id": "a-n3.0"}, {"sample_id": "c"}]
+    per_image = pd.DataFrame({"sample_id": ["b", "b", "c"], "noise_level": ["5", "5", "1"]})
+    ordered = order_visuals(visuals, per_image)
+    assert [v["sample_id"] for v in ordered] == ["c", "a-n3.0", "b"]  # 1, 3 (from the id), 5
+    assert ordered[0]["noise_level"] == 1.0 and "noise_level" not in ordered[1]

@@ -87,7 +87,7 @@ def test_model_from_its_mlflow_uri_gives_the_checkpoints_output(assets, tmp_path
     runs:/ and models:/ URIs, and compare with the checkpoint's own output."""
     import mlflow
 
-    from pipeline.enhance import PackagedDeblur
+    from pipeline.models.packaged import PackagedDeblur
     from stages.tracking import Tracker, fetch_checkpoint
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
