@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -125,19 +126,60 @@ def experiment_id(name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux): os.kill said it exists
+        return True
+
+
+def close_orphans(experiment: str, stage: str, task: str) -> list[str]:
+    """End as KILLED the runs of ``stage`` for ``task`` left RUNNING by a process of this machine
+    that is gone (``kill -9``, a lost power): they would stay RUNNING in ``mlflow ui`` forever.
+    Runs of another machine, or of a process still alive, are left alone. Returns their ids,
+    newest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri())
+    found = client.search_runs([experiment], f"attributes.status = 'RUNNING' and tags.dvc_stage = '{stage}' "
+                                             f"and tags.task = '{task}' and tags.host = '{socket.gethostname()}'",
+                               order_by=["attributes.start_time DESC"])
+    closed = []
+    for run in found:
+        pid = run.data.tags.get("pid", "")
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s (%s, process %s) was left RUNNING by a killed process: ended KILLED",
+                        run.info.run_id, stage, pid)
+    return closed
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, extra_tags: dict[str, str] | None = None) -> Iterator[Tracker]:
     """Open an MLflow run for one execution of ``stage`` in the experiment of the task.
 
-    Logs every parameter (flattened, ``train.lr``...), tags the git commit and the DVC stage.
-    The run ends FINISHED, or FAILED (KILLED on Ctrl-C) when the body raises: never left RUNNING.
+    Logs every parameter (flattened, ``train.lr``...), tags the git commit, the DVC stage, the
+    machine and the process. The run ends FINISHED, or FAILED (KILLED on Ctrl-C or SIGTERM) when
+    the body raises. A run that a killed process left RUNNING is ended KILLED by the next run of
+    the same stage and task (:func:`close_orphans`), which names it in its ``resumes_run`` tag.
     """
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    tags = {"dvc_stage": stage, "git_commit": git_commit(), "task": params.base.task, **(extra_tags or {})}
-    run = mlflow.start_run(experiment_id=experiment_id(experiment_name(params.base.task)), run_name=stage, tags=tags)
+    experiment = experiment_id(experiment_name(params.base.task))
+    orphans = close_orphans(experiment, stage, params.base.task)
+    tags = {"dvc_stage": stage, "git_commit": git_commit(), "task": params.base.task, "host": socket.gethostname(),
+            "pid": str(os.getpid()), **({"resumes_run": orphans[0]} if orphans else {}), **(extra_tags or {})}
+    run = mlflow.start_run(experiment_id=experiment, run_name=stage, tags=tags)
     tracker = Tracker(mlflow, run)
     status = "FINISHED"
     try:

@@ -14,14 +14,13 @@ nothing to tune: the stage logs so and writes a ``tuned.yaml`` saying it was ski
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import yaml
 
 from pipeline import io
 from pipeline.baselines.tuning import CLASSICAL, classical_objective, schedule_objective, schedule_searches, \
-    schedule_space, subset
+    schedule_space, study_key, subset
 from pipeline.checkpoint import load_model
 from pipeline.datasets import read_split
 from pipeline.device import pick_device, set_threads
@@ -57,9 +56,10 @@ def main() -> None:
     model_path = Path(args.models) / "model.pt"
     _, denoiser, _ = load_model(model_path, task=params.base.task, device=device)
     samples = read_split(args.prepared, args.degraded, "val")
-    # Studies are keyed by what they depend on: another denoiser or other data is another study.
-    fingerprint = hashlib.sha256((io.sha256_file(model_path) + io.sha256_file(Path(args.degraded) / "samples.csv")).encode()).hexdigest()[:10]
-    prefix = f"{params.base.task}-{fingerprint}"
+    key = study_key(io.sha256_file(model_path), io.sha256_file(Path(args.degraded) / "samples.csv"),
+                    {"max_iterations": cfg.max_iterations, "max_samples": cfg.max_samples, "seed": seed})
+    prefix = f"{params.base.task}-{key}"
+    log.info("study key %s (denoiser, validation data, tune settings, objective code)", key)
 
     with stage_run("tune", params, {"device": str(device), "optuna_storage": cfg.storage}) as tracker:
         tuned: dict = {"storage": cfg.storage, "global": {}, "per_noise": {}, "classical": {}}

@@ -9,7 +9,11 @@ the benchmark's per-image oracle, in the same space.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -140,3 +144,29 @@ def classical_objective(method: str, samples: Sequence[Sample]) -> Callable[[dic
     """``{knob: value} -> mean PSNR over samples``."""
     knob = CLASSICAL[method][1].name
     return lambda params: float(np.mean(classical_psnr(method, params[knob], samples)))
+
+
+# The modules whose code defines what a trial scores: the schedule family and its plug-and-play
+# solver, the classical methods, the blur operator, the metric. An edit to any is another objective.
+OBJECTIVE_MODULES = ("pipeline.baselines.tuning", "pipeline.baselines.pnp", "pipeline.baselines.schedules",
+                     "pipeline.baselines.classical", "pipeline.physics.blur", "pipeline.metrics")
+
+
+def objective_code_version() -> str:
+    """A hash of the source of :data:`OBJECTIVE_MODULES` (all imported by this module)."""
+    digest = hashlib.sha256()
+    for name in OBJECTIVE_MODULES:
+        digest.update(Path(sys.modules[name].__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def study_key(denoiser_sha256: str, data_sha256: str, settings: Mapping[str, object], code: str | None = None) -> str:
+    """The part of a study's name that changes whenever its objective or search space does: the
+    denoiser (its file's hash), the validation data (``samples.csv``'s hash), the ``settings`` that
+    shape the space or pick the samples (``max_iterations``, ``max_samples``, the seed) and the
+    objective's code (:func:`objective_code_version`). A trial budget is no part of it: raising one
+    resumes the same study. A persistent study under an unchanged key is therefore reused with
+    reason, and any change starts a new one instead of silently returning old winners."""
+    source = json.dumps({"denoiser": denoiser_sha256, "data": data_sha256, "settings": dict(settings),
+                         "code": code if code is not None else objective_code_version()}, sort_keys=True)
+    return hashlib.sha256(source.encode()).hexdigest()[:12]

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from pipeline.baselines.schedules import DPIR, IRCNN, SIGMA_START, dpir_schedule, ircnn_schedule
-from pipeline.baselines.tuning import CLASSICAL, LAM_RANGE, classical_objective, deconvolve, rule_starts, \
-    schedule_objective, schedule_psnr, schedule_searches, schedule_space, subset, tuned_schedule
+from pipeline.baselines.tuning import CLASSICAL, LAM_RANGE, OBJECTIVE_MODULES, classical_objective, deconvolve, \
+    objective_code_version, rule_starts, schedule_objective, schedule_psnr, schedule_searches, schedule_space, \
+    study_key, subset, tuned_schedule
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.datasets import Sample
 from pipeline.generators.kernels import gaussian_kernel
@@ -71,3 +72,26 @@ def test_the_objectives_score_the_restorations(samples):
         out = deconvolve(method, samples[0].y, samples[0].kernel, value)
         assert out.shape == samples[0].y.shape and np.isfinite(out).all()
         assert np.isfinite(classical_objective(method, samples[:1])({knob.name: value}))
+
+
+def test_the_study_key_changes_with_everything_that_changes_the_objective():
+    settings = {"max_iterations": 30, "max_samples": 4, "seed": 0}
+    base = study_key("model", "data", settings, code="v1")
+    assert study_key("model", "data", dict(reversed(list(settings.items()))), code="v1") == base  # order-free
+    changed = [study_key("other-model", "data", settings, code="v1"),
+               study_key("model", "other-data", settings, code="v1"),
+               study_key("model", "data", {**settings, "max_iterations": 40}, code="v1"),  # the search space
+               study_key("model", "data", {**settings, "max_samples": 8}, code="v1"),  # what a trial scores
+               study_key("model", "data", {**settings, "seed": 1}, code="v1"),
+               study_key("model", "data", settings, code="v2")]
+    assert base not in changed and len(set(changed)) == len(changed)
+    assert study_key("model", "data", settings) == study_key("model", "data", settings, objective_code_version())
+
+
+def test_the_objective_code_version_reads_the_objectives_modules():
+    import sys
+    from pathlib import Path
+    version = objective_code_version()
+    assert len(version) == 64 and all(name in sys.modules for name in OBJECTIVE_MODULES)
+    assert Path(sys.modules["pipeline.baselines.pnp"].__file__).name == "pnp.py"
+    assert objective_code_version() == version
