@@ -30,7 +30,7 @@ def test_one_task_runs_alone_from_tasks_run(tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     names = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
-    assert names == {"prepare@derain", "degrade@derain", "train@derain", "ablate@derain", "tune@derain",
+    assert names == {"validate", "prepare@derain", "degrade@derain", "train@derain", "ablate@derain", "tune@derain",
                      "evaluate@derain", "report"}
 
 
