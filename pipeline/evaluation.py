@@ -10,9 +10,10 @@ each border; ``docs/method.md``). Which methods run (``no_guidance`` only with a
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from pipeline.data import chw_to_hwc
 from pipeline.datasets import Sample
 from pipeline.device import autocast
 from pipeline.io import InputError
-from pipeline.metrics import kernel_crop, psnr, ssim
+from pipeline.metrics import PSNR_CAP_DB, kernel_crop, psnr, ssim
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
@@ -73,7 +74,9 @@ class Methods:
     :data:`ORACLE`, come from the caller's ``extras``). ``model``: the trained model
     (``learned``); ``denoiser``: the pre-trained one for plug-and-play; ``ablation``: the
     ``no_guidance`` model; ``tuned``: the ``tune`` stage's winners; ``nominal_sigma``: what the
-    blind baselines are told ([0, 1] units).
+    blind baselines are told ([0, 1] units). ``mismatch`` (the benchmark's): also score each
+    deblurring sample at :data:`MISMATCH_TRUE` % with the non-blind methods told other levels
+    (:func:`mismatch_rows`).
     """
 
     task: str
@@ -86,6 +89,7 @@ class Methods:
     nominal_sigma: float = 0.01
     ircnn_iters: int = 30
     dpir_iters: int = 8
+    mismatch: bool = False
 
     def __post_init__(self) -> None:
         pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
@@ -243,7 +247,9 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: Sequence[str
     image, kernel_id``: per noise level and overall means (overall = mean of the per-level means,
     so every level weighs the same). With no ``noise_levels`` (rain, haze: rows without
     ``noise_level`` nor ``kernel_id``) the overall means are over all rows and the per-level
-    tables are empty."""
+    tables are empty. A method with PSNRs at :data:`~pipeline.metrics.PSNR_CAP_DB` (an output equal
+    to its clean image, whose PSNR is infinite) adds ``psnr_cap_db`` and ``psnr_capped``
+    (``{method: [sample, ...]}``, the samples as :func:`row_sample` names them); absent otherwise."""
     result: dict = {"noise_levels": [float(l) if l != int(l) else int(l) for l in noise_levels], "methods": {}}
     for m in methods:
         entry: dict = {"psnr": {}, "ssim": {}}
@@ -261,7 +267,25 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: Sequence[str
     result["n_images"] = len({r["image"] for r in rows})
     if any("kernel_id" in r for r in rows):
         result["n_kernels"] = len({r["kernel_id"] for r in rows})
+    capped = {m: sorted({row_sample(r) for r in rows if r["method"] == m and r["psnr"] >= PSNR_CAP_DB}) for m in methods}
+    if any(capped.values()):
+        result.update(psnr_cap_db=PSNR_CAP_DB, psnr_capped={m: v for m, v in capped.items() if v})
     return result
+
+
+def mean_psnr(metrics: dict) -> dict[str, float]:
+    """``{method: overall mean PSNR}`` of an :func:`aggregate` result, to 0.01 dB (for a log line)."""
+    return {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()}
+
+
+def row_sample(row: dict) -> str:
+    """The sample a score row is of: its ``sample_id`` or, without one, ``image`` (rain, haze) or
+    ``<image>-<kernel_id>-<level>`` (deblurring, the benchmark's sample ids)."""
+    if row.get("sample_id"):
+        return row["sample_id"]
+    if "kernel_id" not in row:
+        return row["image"]
+    return f"{row['image']}-{row['kernel_id']}-{level_key(float(row['noise_level']))}"
 
 
 @dataclass
@@ -272,6 +296,8 @@ class Evaluation:
     ``stage_rows``: one per (sample, stage) of the learned model: ``rho`` and the guidance's
     mean / std (x255). ``guidance_rows``: one per sample with a target: the proxy's estimate
     against the true map. ``metrics``: :func:`aggregate` (and ``task`` for rain and haze).
+    ``mismatch_rows``: :func:`mismatch_rows` of each sample (with ``Methods.mismatch``);
+    ``n_resumed``: how many samples came from :func:`evaluate`'s ``done`` instead of being run.
     """
 
     task: str
@@ -281,6 +307,8 @@ class Evaluation:
     stage_rows: list[dict] = field(default_factory=list)
     guidance_rows: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    mismatch_rows: list[dict] = field(default_factory=list)
+    n_resumed: int = 0
 
     @property
     def guidance_metrics(self) -> dict[str, float]:
@@ -334,33 +362,70 @@ def visual_arrays(sample: Sample, res: Restoration) -> dict[str, np.ndarray]:
 Extras = Callable[[Sample, Restoration], dict[str, np.ndarray] | None]
 
 
+def sample_fingerprint(sample: Sample) -> str:
+    """SHA-256 over a sample's arrays (observation, clean image, target, kernel): what its scores
+    depend on beside the methods, so a journaled score is not reused for a changed input file."""
+    digest = hashlib.sha256()
+    for array in (sample.y, sample.x, sample.target, sample.kernel):
+        digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None, with_id: bool = True) -> dict:
+    """Run ``methods`` (and ``extras``, see :func:`evaluate`) on one sample and score every output:
+    ``{"sample_id", "fingerprint", "rows", "stage_rows", "guidance_rows", "mismatch_rows"}``
+    (:class:`Evaluation`'s rows of this sample), plain JSON-able values, so a caller can journal it
+    and hand it back as ``done``; ``fingerprint``: :func:`sample_fingerprint`."""
+    res = restore_sample(sample, methods)
+    if extras is not None:
+        res.outputs.update(extras(sample, res) or {})
+    missing = [m for m in methods.names if m not in res.outputs]
+    if missing:
+        raise ValueError(f"{sample.sample_id}: no output for {missing}")
+    cols = sample_columns(sample, methods.task, with_id)
+    ordered = {m: res.outputs[m] for m in methods.names}
+    level = {"noise_level": sample.noise_level} if methods.task == "deblur" else {}
+    with_target = "learned" in methods.names and sample.target is not None
+    told = methods.mismatch and abs(sample.noise_level - MISMATCH_TRUE) < 1e-9
+    return {"sample_id": sample.sample_id, "fingerprint": sample_fingerprint(sample),
+            "rows": [{**cols, "method": m, **sc} for m, sc in score(ordered, sample.x, sample.kernel_shape).items()],
+            "stage_rows": [{"sample_id": sample.sample_id, **level, "stage": k + 1, "rho": float(res.rhos[k]),
+                            "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255}
+                           for k, g in enumerate(res.guidance)],
+            "guidance_rows": [guidance_row(sample, res, methods.task)] if with_target else [],
+            "mismatch_rows": mismatch_rows(sample, methods, res.outputs.get("learned")) if told else []}
+
+
 def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None = None,
-             with_id: bool = True) -> Evaluation:
+             with_id: bool = True, done: Mapping[str, dict] | None = None,
+             on_scored: Callable[[Sample, dict], None] | None = None) -> Evaluation:
     """Run ``methods`` on every sample, score every output against the sample's clean image.
 
     ``extras(sample, restoration)`` is called once per sample after the methods ran: it may write
-    what its caller keeps per sample (visuals, the benchmark's mismatch rows) and returns the
+    what its caller keeps per sample (the evaluate stage's visuals) and returns the
     outputs of extra methods to score with the rest (the benchmark's oracle), or None.
     ``with_id``: a ``sample_id`` column in ``rows``. Samples are consumed one at a time.
+
+    Resuming: ``done`` maps a ``sample_id`` to its :func:`score_sample` result from an earlier run
+    (with the same settings); such a sample is not run, its rows are taken as they are, unless its
+    data changed since (another :func:`sample_fingerprint`). Each sample
+    that is run is handed to ``on_scored(sample, scored)`` as soon as it is scored (to journal it).
+    Either way the tables are those of one uninterrupted run, rows in sample order.
     """
     result = Evaluation(methods.task, methods.names)
     levels: set[float] = set()
     for sample in samples:
-        res = restore_sample(sample, methods)
-        if extras is not None:
-            res.outputs.update(extras(sample, res) or {})
-        missing = [m for m in methods.names if m not in res.outputs]
-        if missing:
-            raise ValueError(f"{sample.sample_id}: no output for {missing}")
-        cols = sample_columns(sample, methods.task, with_id)
-        ordered = {m: res.outputs[m] for m in methods.names}
-        result.rows += [{**cols, "method": m, **sc} for m, sc in score(ordered, sample.x, sample.kernel_shape).items()]
-        level = {"noise_level": sample.noise_level} if methods.task == "deblur" else {}
-        result.stage_rows += [{"sample_id": sample.sample_id, **level, "stage": k + 1, "rho": float(res.rhos[k]),
-                               "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255}
-                              for k, g in enumerate(res.guidance)]
-        if "learned" in methods.names and sample.target is not None:
-            result.guidance_rows.append(guidance_row(sample, res, methods.task))
+        scored = (done or {}).get(sample.sample_id)
+        if scored is None or scored["fingerprint"] != sample_fingerprint(sample):
+            scored = score_sample(sample, methods, extras, with_id)
+            if on_scored is not None:
+                on_scored(sample, scored)
+        else:
+            result.n_resumed += 1
+        result.rows += scored["rows"]
+        result.stage_rows += scored["stage_rows"]
+        result.guidance_rows += scored["guidance_rows"]
+        result.mismatch_rows += scored["mismatch_rows"]
         if not math.isnan(sample.noise_level):
             levels.add(sample.noise_level)
     result.levels = sorted(levels)
@@ -447,3 +512,16 @@ def gap_summary(metrics: dict) -> dict:
                 "gap_db": hi - lo, "gap_closed": (ours - lo) / (hi - lo) if hi - lo > 1e-9 else None}
 
     return {"psnr": closed(None), "per_noise": {lvl: closed(lvl) for lvl in m["learned"]["psnr"] if lvl in m[ORACLE]["psnr"]}}
+
+
+def benchmark_tables(result: Evaluation, source: str) -> tuple[dict, str, dict]:
+    """The benchmark's tables beside ``result.metrics`` and ``rows``: :func:`gap_summary` ({} unless
+    its three methods ran), ``table.md``'s text (:func:`markdown_table` under a title naming
+    ``source``: deblurring's noise mode, or the folder of pairs) and :func:`mismatch_table` ({}
+    without mismatch rows)."""
+    m, summary = result.metrics, gap_summary(result.metrics)
+    title = (f"Mean PSNR (dB) / SSIM over {m['n_images']} images x {m['n_kernels']} kernels, noise {source}"
+             if result.task == "deblur" else
+             f"{result.task}: mean PSNR (dB) / SSIM over {m['n_images']} pairs of {source}")
+    mismatch = mismatch_table(result.mismatch_rows) if result.mismatch_rows else {}
+    return summary, f"{title}\n\n" + markdown_table(m, result.methods, summary), mismatch

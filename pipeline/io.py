@@ -448,6 +448,67 @@ def write_csv(path: PathLike, rows: list[dict[str, Any]]) -> None:
             writer.writerows(rows)
 
 
+def append_jsonl(path: PathLike, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (created with its folder), flushed and fsynced
+    before returning: a journal line that a kill one instruction later cannot lose. NaN / inf are
+    refused (ValueError naming ``path``), as :func:`write_json` refuses them."""
+    try:
+        line = json.dumps(record, allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise ValueError(f"cannot append JSON to {path}: {exc}") from exc
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("a", encoding="utf-8", newline="") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: PathLike) -> list[Any]:
+    """The records of a JSON-lines file (``[]`` when it is missing). A last line cut short (a kill
+    mid-append: no newline, or not valid JSON) is dropped; a bad line before it is an InputError."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {p}: {exc}") from exc
+    records = []
+    for number, line in enumerate(lines[:-1], 1):  # lines[-1]: "" or the unterminated last line
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number < len(lines) - 1:
+                raise InputError(f"line {number} of {p} is not valid JSON: {exc}") from exc
+    return records
+
+
+def open_journal(path: PathLike, settings: dict[str, Any]) -> tuple[list[Any], bool]:
+    """The records of the JSON-lines journal at ``path`` if it was written under ``settings`` (its
+    first line, see :func:`append_journal`), and whether one written under other settings (or
+    without a header) was found and deleted. A last line cut short is dropped from the file too,
+    so appends after it start on a line of their own. A missing journal is ``([], False)``."""
+    header, records = _journal_header(settings), read_jsonl(path)
+    if records and records[0] == header:
+        write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+        return records[1:], False
+    Path(path).unlink(missing_ok=True)
+    return [], bool(records)
+
+
+def append_journal(path: PathLike, settings: dict[str, Any], record: dict[str, Any]) -> None:
+    """Append ``record`` to the journal at ``path`` (:func:`append_jsonl`), first creating it with
+    its header, ``{"settings": <SHA-256 of settings as canonical JSON>}``, if it does not exist."""
+    if not Path(path).exists():
+        append_jsonl(path, _journal_header(settings))
+    append_jsonl(path, record)
+
+
+def _journal_header(settings: dict[str, Any]) -> dict[str, str]:
+    return {"settings": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()}
+
+
 def read_csv(path: PathLike) -> list[dict[str, str]]:
     """Read a CSV with a header row into one dict per row (all values are strings).
 

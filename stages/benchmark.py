@@ -33,10 +33,15 @@ Rain and haze run on real pairs instead:
 names (the Rain100H layout, ``rain-001.png`` / ``norain-001.png``, matches too; an unmatched
 name is an error). Methods ``input``, ``learned``, ``classical`` and, with ``--ablation-model``,
 ``no_guidance``: the same ``metrics.json`` shape with no noise levels, ``per_image.csv``, ``table.md``.
+
+PSNR is capped at ``pipeline.metrics.PSNR_CAP_DB`` (identical pairs): ``metrics.json``'s ``psnr_capped``
+names the capped samples. Each sample's scores go to ``OUT/per_image.partial.jsonl`` once scored: a re-run
+with the same settings (``--limit`` aside) resumes from it, with others starts over; the tables replace it.
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -46,14 +51,15 @@ from pipeline.checkpoint import load_ablation, load_model
 from pipeline.config import Params
 from pipeline.datasets import Sample, blurred_samples, pair_samples
 from pipeline.device import pick_device
-from pipeline.evaluation import MISMATCH_TRUE, ORACLE, Methods, evaluate, gap_summary, markdown_table, \
-    method_names, mismatch_markdown, mismatch_rows, mismatch_table, needs_tuned, per_noise_params, select_methods
+from pipeline.evaluation import ORACLE, Methods, benchmark_tables, evaluate, mean_psnr, method_names, \
+    mismatch_markdown, needs_tuned, per_noise_params, select_methods
 from pipeline.generators.seeds import derive_seed
 from pipeline.io import PAIR_LAYOUTS
 from stages.common import fill_paths, load_params, log, parser, run_main
 from stages.optuna_adapter import search
 
 BENCH_METHODS = method_names("deblur", oracle=True)
+JOURNAL = "per_image.partial.jsonl"  # per-sample scores as they come: a killed run resumes from it
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Params]:
@@ -94,55 +100,50 @@ def main(argv: list[str] | None = None) -> None:
     cfg, deblur = params.evaluate, args.task == "deblur"
     names = select_methods(BENCH_METHODS if deblur else method_names(args.task),
                            [m for m in args.methods.split(",") if m], bool(args.ablation_model))
-    first = (lambda items: items[: args.limit]) if args.limit > 0 else (lambda items: items)
     if deblur:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
-        images, kernels = first(io.list_images(args.images)), io.read_kernels(args.kernels)
-        n = len(images) * len(kernels) * len(levels)
+        images, kernels = io.list_images(args.images)[: max(args.limit, 0) or None], io.read_kernels(args.kernels)
     else:
-        pairs = first(io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task]))
-        n = len(pairs)
+        pairs = io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task])[: max(args.limit, 0) or None]
+    n = len(images) * len(kernels) * len(levels) if deblur else len(pairs)
     device = pick_device(args.device or params.base.device)
     model, denoiser, state = load_model(args.model, task=args.task, device=device)
     ablation = load_ablation(args.ablation_model, args.task, device) if args.ablation_model else None
     tuned = io.read_yaml(args.tuned) if needs_tuned(names) else None
     methods = Methods(args.task, names, model, device, denoiser, ablation, tuned, cfg.nominal_sigma / 100.0,
-                      cfg.ircnn_iters, cfg.dpir_iters)
-    mismatch: list[dict] = []
+                      cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch)
 
-    def extras(sample: Sample, res) -> dict:
-        """The per-image oracle and the mismatch rows, beside the protocol's methods."""
-        if deblur and not args.no_mismatch and abs(sample.noise_level - MISMATCH_TRUE) < 1e-9:
-            mismatch.extend(mismatch_rows(sample, methods, res.outputs.get("learned")))
-        if ORACLE not in names:
-            return {}
-        initial = [tuned["global"], per_noise_params(tuned, sample.noise_level)]
+    def oracle(sample: Sample, res) -> dict:
+        """The per-image oracle: the schedule searched against the sample's ground truth."""
         best = search(None, schedule_space(params.tune.max_iterations), schedule_objective([sample], denoiser, device),
                       max(args.oracle_trials, 2), derive_seed(args.seed, "oracle", sample.sample_id) % 2**31,
-                      initial=initial).best_params
+                      initial=[tuned["global"], per_noise_params(tuned, sample.noise_level)]).best_params
         return {ORACLE: restore_with_schedule(sample, best, denoiser, device)}
 
+    journal = Path(args.out) / JOURNAL
+    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "limit", "quiet", "params")}, "names": names,
+                "evaluate": cfg, "oracle_space": params.tune.max_iterations, "tuned": tuned,  # inputs: fingerprinted
+                "models": [io.sha256_file(f) for f in (args.model, args.ablation_model) if f]}
+    done, stale = io.open_journal(journal, settings)
+    if stale:
+        log.info("%s: written under other settings, starting over", journal)
     with io.atomic_dir(args.out) as out:
-        samples = (blurred_samples(images, kernels, levels, args.seed, args.noise_mode, args.spread,
-                                   args.gray or int(state["channels"]) == 1) if deblur
-                   else pair_samples(pairs))
-        result = evaluate(tqdm(samples, total=n, desc="benchmark", disable=args.quiet), methods, extras, with_id=False)
-        metrics = result.metrics
-        io.write_json(out / "metrics.json", metrics)
+        samples = (blurred_samples(images, kernels, levels, args.seed, args.noise_mode, args.spread, args.gray or
+                                   int(state["channels"]) == 1) if deblur else pair_samples(pairs))
+        result = evaluate(tqdm(samples, total=n, desc="benchmark", disable=args.quiet), methods,
+                          oracle if ORACLE in names else None, with_id=False, done={r["sample_id"]: r for r in done},
+                          on_scored=lambda sample, scored: io.append_journal(journal, settings, scored))
+        summary, table, mismatch = benchmark_tables(result, args.noise_mode if deblur else args.pairs)
+        io.write_json(out / "metrics.json", result.metrics)
         io.write_csv(out / "per_image.csv", result.rows)
-        summary = gap_summary(metrics)  # {} unless optuna_global, the oracle and learned all ran
+        io.write_text(out / "table.md", table)
         if summary:
             io.write_json(out / "summary.json", summary)
-        title = (f"Mean PSNR (dB) / SSIM over {metrics['n_images']} images x {metrics['n_kernels']} kernels, noise "
-                 f"{args.noise_mode}" if deblur else
-                 f"{args.task}: mean PSNR (dB) / SSIM over {metrics['n_images']} pairs of {args.pairs}")
-        io.write_text(out / "table.md", f"{title}\n\n" + markdown_table(metrics, names, summary))
         if mismatch:
-            table = mismatch_table(mismatch)
-            io.write_json(out / "mismatch.json", table)
-            io.write_text(out / "mismatch.md", mismatch_markdown(table))
-    log.info("benchmark %s: %d images; levels %s %%; mean PSNR %s", args.task, metrics["n_images"], result.levels,
-             {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
+            io.write_json(out / "mismatch.json", mismatch)
+            io.write_text(out / "mismatch.md", mismatch_markdown(mismatch))
+    log.info("benchmark %s: %d images, %d of %d samples resumed from its journal; levels %s %%; mean PSNR %s", args.task,
+             result.metrics["n_images"], result.n_resumed, n, result.levels, mean_psnr(result.metrics))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 agreement with each other, the per-sample hook, the rain/haze variant and the mismatch table."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,10 @@ from pipeline import io
 from pipeline.config import ModelConfig
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.datasets import Sample, blurred_samples, pair_samples
-from pipeline.evaluation import ALL_METHODS, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, Methods, evaluate, \
-    evaluate_learned, gap_summary, markdown_table, method_names, mismatch_rows, mismatch_table, restore, score, \
-    select_methods
+from pipeline.evaluation import ALL_METHODS, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, Methods, aggregate, \
+    evaluate, evaluate_learned, gap_summary, markdown_table, method_names, mismatch_rows, mismatch_table, restore, \
+    score, select_methods
+from pipeline.metrics import PSNR_CAP_DB
 from pipeline.models.factory import build_model
 from pipeline.synthesis import TaskSpec, degrade_task
 
@@ -133,3 +136,35 @@ def test_the_markdown_table_and_the_gap_summary():
     text = markdown_table(metrics, list(metrics["methods"]), summary)
     assert "| 1 | 20.00 / 0.500 |" in text and "learned closes 75 %" in text
     assert gap_summary({"methods": {"learned": entry(1.0)}}) == {}
+
+
+def test_a_resumed_evaluation_runs_only_the_samples_not_done_and_equals_an_uninterrupted_one(blurred):
+    """``done`` (what ``on_scored`` was handed, as a journal would keep it, through JSON) is reused;
+    a sample whose data changed since is run again."""
+    import json
+    net = model()
+    methods = Methods("deblur", ("input", "learned", "ircnn_true"), net, CPU, net.denoiser, ircnn_iters=3,
+                      mismatch=True)
+    journal: list[dict] = []
+    whole = evaluate(blurred, methods, on_scored=lambda s, scored: journal.append(json.loads(json.dumps(scored))))
+    assert [r["sample_id"] for r in journal] == [s.sample_id for s in blurred] and whole.n_resumed == 0
+    ran = []
+    done = {r["sample_id"]: r for r in journal[:2]}
+    resumed = evaluate(blurred, methods, done=done, on_scored=lambda s, scored: ran.append(s.sample_id))
+    assert ran == [s.sample_id for s in blurred[2:]] and resumed.n_resumed == 2
+    assert (resumed.rows, resumed.stage_rows, resumed.guidance_rows, resumed.metrics) == \
+        (whole.rows, whole.stage_rows, whole.guidance_rows, whole.metrics)
+    assert resumed.mismatch_rows == whole.mismatch_rows == []  # no sample at MISMATCH_TRUE (3 %)
+    changed = [replace(blurred[0], y=blurred[0].y + 0.01), *blurred[1:]]
+    ran.clear()
+    evaluate(changed, methods, done=done, on_scored=lambda s, scored: ran.append(s.sample_id))
+    assert ran == [blurred[0].sample_id, *[s.sample_id for s in blurred[2:]]]
+
+
+def test_capped_psnrs_are_named_in_the_metrics():
+    rows = [{"image": "a", "method": "input", "psnr": PSNR_CAP_DB, "ssim": 1.0},
+            {"image": "b", "method": "input", "psnr": 20.0, "ssim": 0.5},
+            {"image": "a", "method": "learned", "psnr": 30.0, "ssim": 0.9}]
+    metrics = aggregate(rows, [], ("input", "learned"))
+    assert metrics["psnr_capped"] == {"input": ["a"]} and metrics["psnr_cap_db"] == PSNR_CAP_DB
+    assert "psnr_capped" not in aggregate(rows[1:], [], ("input", "learned"))

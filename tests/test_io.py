@@ -20,13 +20,17 @@ from skimage.color import rgb2gray
 from pipeline.io import (
     IMAGE_SUFFIXES,
     InputError,
+    append_journal,
+    append_jsonl,
     atomic_path,
     list_images,
     load_npz,
+    open_journal,
     read_csv,
     read_image,
     read_image_with_alpha,
     read_json,
+    read_jsonl,
     read_kernels,
     save_npz,
     sha256_file,
@@ -729,3 +733,34 @@ def test_list_pairs_matches_rain100h_style_names_and_refuses_mismatches(tmp_path
     write_image(tmp_path / "rain" / "rain-004.png", img)
     with pytest.raises(InputError, match=r"no norain partner for rain-004.png; no rain partner for norain-003.png"):
         list_pairs(tmp_path, "rain", "norain")
+
+
+def test_jsonl_appends_and_a_line_cut_by_a_kill_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "j.jsonl"
+    assert read_jsonl(path) == []
+    append_jsonl(path, {"a": 1})
+    append_jsonl(path, {"b": [1.5, "x"]})
+    assert read_jsonl(path) == [{"a": 1}, {"b": [1.5, "x"]}]
+    with pytest.raises(ValueError, match="j.jsonl"):
+        append_jsonl(path, {"c": float("inf")})
+    with path.open("a") as f:
+        f.write('{"c": ')  # a kill mid-append
+    assert read_jsonl(path) == [{"a": 1}, {"b": [1.5, "x"]}]
+    path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(InputError, match="line 2 of"):
+        read_jsonl(path)
+
+
+def test_a_journal_is_reused_only_under_its_settings(tmp_path: Path) -> None:
+    path, settings = tmp_path / "out" / "j.jsonl", {"methods": ["a"], "seed": 0}
+    assert open_journal(path, settings) == ([], False) and not path.exists()  # nothing written until a record
+    append_journal(path, settings, {"id": 1})
+    append_journal(path, settings, {"id": 2})
+    with path.open("a") as f:
+        f.write('{"id": 3, "ro')
+    assert open_journal(path, dict(reversed(settings.items()))) == ([{"id": 1}, {"id": 2}], False)
+    append_journal(path, settings, {"id": 3})  # on a line of its own: the cut one is gone
+    assert open_journal(path, settings) == ([{"id": 1}, {"id": 2}, {"id": 3}], False)
+    assert open_journal(path, {**settings, "seed": 1}) == ([], True) and not path.exists()
+    path.write_text('{"id": 1}\n')  # no header: not trusted
+    assert open_journal(path, settings) == ([], True) and not path.exists()

@@ -105,3 +105,25 @@ def test_bad_inputs_are_refused_with_a_clear_message(bench_inputs, tmp_path):
                *common, cwd=tmp_path)
     assert res.returncode == 2 and "smaller than kernel" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_crashed_run_resumes_with_its_oracle_scores_and_mismatch_rows(bench_inputs, caplog):
+    d = bench_inputs
+    caplog.set_level("INFO")
+    run = ["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "3", "--model",
+           str(d / "model.pt"), "--tuned", str(d / "tuned.yaml"), "--oracle-trials", "3", "--params",
+           str(d / "params.yaml"), "--quiet", "--methods", "ircnn_true,optuna_global,learned,oracle_per_image"]
+    main([*run, "--out", str(d / "whole")])
+    coins = (d / "images" / "coins.png").read_bytes()
+    (d / "images" / "coins.png").write_bytes(b"truncated")  # camera's two samples are scored, then coins fails
+    with pytest.raises(Exception, match="coins.png"):
+        main([*run, "--out", str(d / "out")])
+    journal = [json.loads(line) for line in (d / "out" / "per_image.partial.jsonl").read_text().splitlines()[1:]]
+    assert [r["sample_id"] for r in journal] == ["camera-k01-3", "camera-k02-3"]
+    assert all(r["mismatch_rows"] and any(row["method"] == "oracle_per_image" for row in r["rows"]) for r in journal)
+    (d / "images" / "coins.png").write_bytes(coins)
+    main([*run, "--out", str(d / "out")])
+    assert [m for m in caplog.messages if "2 images, 2 of 4 samples resumed from its journal" in m]
+    for name in ("per_image.csv", "metrics.json", "mismatch.json", "summary.json", "table.md"):
+        assert (d / "out" / name).read_bytes() == (d / "whole" / name).read_bytes(), name
+    assert not (d / "out" / "per_image.partial.jsonl").exists()
