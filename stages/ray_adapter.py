@@ -6,13 +6,15 @@ for, an object store of a given size); with ``RAY_ADDRESS`` set it joins that cl
 and the data at the same path on every node). Every worker gets the project root on its
 ``PYTHONPATH``, so a task may be any function of ``pipeline`` or ``stages``.
 
-Network: a local Ray listens on every interface. Ray 2.60 has no public option to keep it on
-the loopback; its hidden ``_node_ip_address="127.0.0.1"`` is rewritten to the routable
-address (``ray._private.services.resolve_ip_for_localhost``), so it is not passed here.
+Security: a local Ray listens on 127.0.0.1 only, and Ray's token authentication stays on
+(``RAY_AUTH_MODE=token`` unless the environment says otherwise; Ray keeps the token in
+``~/.ray/auth_token``, or takes ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``). On a cluster every
+node and the driver need ``RAY_AUTH_MODE=token`` and the same token (docs/sweeps.md).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,30 +24,52 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+LOOPBACK = "127.0.0.1"
+AUTH_MODE = "RAY_AUTH_MODE"
+# Ray's single-node switch (the default on macOS and Windows): the node takes the loopback address,
+# so GCS, raylet and workers listen on 127.0.0.1. Ray reads it once, when it is first imported; an
+# explicit ``_node_ip_address="127.0.0.1"`` is rewritten to the routable address instead.
+SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of every Ray worker: the project importable, the driver's auth mode."""
+    """The environment Ray adds for every worker: the project importable. Nothing about auth:
+    workers inherit their node's ``RAY_AUTH_MODE`` and token."""
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {"PYTHONPATH": path, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    return {"PYTHONPATH": path}
 
 
 @contextlib.contextmanager
 def cluster(num_cpus: int | None = None, object_store_mb: int = 0, quiet: bool = False) -> Iterator[float]:
     """Ray for the body of the ``with``; yields the seconds it took to start (or join), shuts
-    down on exit. The cluster at ``RAY_ADDRESS`` when set, else a local Ray with ``num_cpus``
-    cores (default: all) and ``object_store_mb`` MiB of object store (0: Ray's default)."""
+    down on exit. The cluster at ``RAY_ADDRESS`` when set, else a local Ray on 127.0.0.1 with
+    ``num_cpus`` cores (default: all) and ``object_store_mb`` MiB of object store (0: Ray's
+    default). Token authentication is on unless ``RAY_AUTH_MODE`` says otherwise (Ray turns
+    it on by default only for a local Ray, not when joining a cluster at an explicit address)."""
+    if os.environ.setdefault(AUTH_MODE, "token") != "token":
+        log.warning("%s=%s: Ray's token authentication is off; whoever reaches its ports can run code",
+                    AUTH_MODE, os.environ[AUTH_MODE])
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ[SINGLE_NODE] = "0"  # before ``import ray``, which reads it
     import ray
 
     t0 = time.perf_counter()
     runtime_env = {"env_vars": worker_env()}
     level = "WARNING" if quiet else "INFO"
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True, logging_level=level)
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=level)
     else:
         size = {"object_store_memory": object_store_mb * 2**20} if object_store_mb else {}
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=runtime_env,
                  logging_level=level, **size)
+        node_ip = ray.util.get_node_ip_address()
+        if node_ip != LOOPBACK:
+            ray.shutdown()
+            raise RuntimeError(f"the local Ray came up on {node_ip}, not {LOOPBACK}, and was shut down: ray was "
+                               f"imported before stages.ray_adapter.cluster() could set {SINGLE_NODE}=0; "
+                               "set it in the environment, or start Ray through the adapter first")
     try:
         yield time.perf_counter() - t0
     finally:

@@ -1,7 +1,6 @@
 """Shared fixtures: the shrunken test profile, odd non-square images, seeded generators."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,6 @@ import yaml
 
 from pipeline.config import Params, merge, params_from_dict
 from project_copy import ROOT, copy_project, project_env  # noqa: F401  (re-exported for tests)
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 torch.set_num_threads(2)
 
 

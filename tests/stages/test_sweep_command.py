@@ -22,7 +22,7 @@ SWEEP = {"name": "t2", "seeds": [0], "resources": {"num_cpus": 1}, "max_retries"
 
 
 def run(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**project_env(cwd), "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    env = {**project_env(cwd), "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
