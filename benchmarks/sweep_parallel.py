@@ -28,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def prepare_data(folder: Path, steps: int) -> dict:
