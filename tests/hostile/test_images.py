@@ -9,7 +9,7 @@ Other bad-image cases, inside tests that need their own setup:
 - tests/stages/test_benchmark.py::test_bad_inputs_are_refused_with_a_clear_message (an empty images folder)
 - tests/stages/test_task_pipeline.py::test_depth_maps_are_used_and_a_wrong_size_is_refused
 - tests/generators/test_rain_haze.py::test_a_depth_map_of_the_wrong_size_is_refused
-- tests/test_datasets.py::test_a_missing_sample_file_names_it
+- tests/test_datasets.py::test_a_missing_sample_file_names_it (a degraded sample file gone)
 - tests/test_io.py::test_write_image_rejects_bad_requests (what the writer refuses)
 """
 from __future__ import annotations
