@@ -1,5 +1,6 @@
 """The benchmark command on real-style pairs (rain/norain, hazy/clear): the metrics shape, every
-method, and mismatched pairs refused."""
+method, a crashed run resumed from its journal. Mismatched and identical pairs, a wrong model:
+tests/hostile/test_pairs.py and test_model_files.py."""
 from __future__ import annotations
 
 import json
@@ -9,30 +10,9 @@ import math
 import numpy as np
 import pytest
 
+from pair_folders import LAYOUT, make_pairs
 from pipeline import io
-from pipeline.checkpoint import save_model
-from pipeline.config import ModelConfig
-from pipeline.data import limit_size, load_skimage, to_channels
-from pipeline.metrics import PSNR_CAP_DB
-from pipeline.models.factory import build_model
-from pipeline.synthesis import TaskSpec, degrade_task
 from stages.benchmark import main
-
-CFG = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
-LAYOUT = {"derain": ("rain", "norain"), "dehaze": ("hazy", "clear")}
-
-
-def make_pairs(root, task: str, names=("coffee", "astronaut")):
-    degraded, clean = LAYOUT[task]
-    for i, name in enumerate(names):
-        x = limit_size(to_channels(load_skimage(name), gray=False), 40)
-        s = degrade_task(np.ascontiguousarray(x.transpose(2, 0, 1)), TaskSpec(task), np.random.default_rng(i))
-        io.write_image(root / degraded / f"{degraded}-{i + 1}.png", s.y.transpose(1, 2, 0))
-        io.write_image(root / clean / f"{clean}-{i + 1}.png", x)  # Rain100H-style prefixes
-    for guidance in ("learned", "none"):
-        cfg = ModelConfig(**{**CFG.__dict__, "guidance": guidance})
-        save_model(root / f"{guidance}.pt", build_model(cfg, 3, task=task), cfg, 3, task)
-    return root
 
 
 @pytest.mark.parametrize("task", ["derain", "dehaze"])
@@ -53,42 +33,6 @@ def test_benchmark_on_pairs_writes_every_method(task, tmp_path):
     main(["--task", task, "--pairs", str(d), "--out", str(d / "one"), "--model", str(d / "learned.pt"),
           "--limit", "1", "--methods", "input,classical", "--quiet"])
     assert json.loads((d / "one" / "metrics.json").read_text())["n_images"] == 1
-
-
-def test_mismatched_pairs_and_missing_arguments_are_refused(tmp_path):
-    d = make_pairs(tmp_path, "derain")
-    (d / "norain" / "norain-2.png").rename(d / "norain" / "norain-3.png")
-    with pytest.raises(io.InputError, match="rain-2.png"):
-        main(["--task", "derain", "--pairs", str(d), "--out", str(d / "out"), "--model", str(d / "learned.pt"), "--quiet"])
-    assert not (d / "out").exists()
-    with pytest.raises(SystemExit):
-        main(["--task", "dehaze", "--out", str(d / "out")])  # no --pairs
-    with pytest.raises(io.InputError, match="not 'dehaze'"):  # a rain model for haze
-        make_pairs(tmp_path / "h", "dehaze")
-        main(["--task", "dehaze", "--pairs", str(tmp_path / "h"), "--out", str(d / "o"), "--model", str(d / "learned.pt")])
-
-
-def test_a_guided_model_as_the_ablation_is_refused_before_anything_is_written(tmp_path):
-    d = make_pairs(tmp_path, "derain")
-    with pytest.raises(io.InputError, match="learned.pt: trained with guidance 'learned', not 'none'"):
-        main(["--task", "derain", "--pairs", str(d), "--out", str(d / "out"), "--model", str(d / "learned.pt"),
-              "--ablation-model", str(d / "learned.pt"), "--quiet"])
-    assert not (d / "out").exists()
-
-
-def test_an_identical_pair_is_capped_not_a_crash(tmp_path):
-    """A rain image equal to its clean one (it happens in real data) has an infinite PSNR: it is
-    capped at PSNR_CAP_DB, metrics.json stays valid JSON and names the capped pair."""
-    d = make_pairs(tmp_path, "derain")
-    (d / "rain" / "rain-1.png").write_bytes((d / "norain" / "norain-1.png").read_bytes())
-    main(["--task", "derain", "--pairs", str(d), "--out", str(d / "out"), "--model", str(d / "learned.pt"),
-          "--methods", "input,classical", "--quiet"])
-    text = (d / "out" / "metrics.json").read_text()
-    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}"))
-    assert metrics["psnr_capped"] == {"input": ["norain-1"]} and metrics["psnr_cap_db"] == PSNR_CAP_DB
-    rows = {(r["image"], r["method"]): float(r["psnr"]) for r in io.read_csv(d / "out" / "per_image.csv")}
-    assert rows[("norain-1", "input")] == PSNR_CAP_DB and rows[("norain-2", "input")] < PSNR_CAP_DB
-    assert not list((d / "out").glob("*.partial.jsonl"))  # the journal is gone once the tables are written
 
 
 def _resumed(caplog) -> str:

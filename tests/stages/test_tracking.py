@@ -1,6 +1,7 @@
 """The MLflow adapter's sweep runs, read back from a real SQLite store: the parent run opened,
 re-opened on a re-launch and closed; a finished and a failed child run with their params,
-curves (bilevel steps after the pre-training ones) and final metrics."""
+curves (bilevel steps after the pre-training ones) and final metrics. A run left RUNNING by a killed
+stage: tests/hostile/test_kills.py."""
 from __future__ import annotations
 
 import pytest
@@ -54,44 +55,3 @@ def test_a_scratch_run_keeps_its_store_in_its_folder(tmp_path):
     run = client.get_run(tracker.run_id)
     assert run.data.metrics == {"loss": 1.5} and run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith((tmp_path / "work" / "artifacts").as_uri())
-
-
-# A stage body that dies hard inside its run (``kill -9``: no finally, no end_run), or lives on.
-DIES = ("import os, signal\nfrom stages.tracking import stage_run\nfrom pipeline.config import Params\n"
-        "with stage_run('train', Params()) as t:\n    print(t.run_id, flush=True)\n"
-        "    os.kill(os.getpid(), signal.{sig})\n    import time; time.sleep(60)\n")
-
-
-def start_stage(tmp_path, sig: str):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    proc = subprocess.Popen([sys.executable, "-c", DIES.format(sig=sig)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            text=True)
-    return proc, proc.stdout.readline().strip()
-
-
-def test_a_run_left_running_by_a_killed_stage_is_ended_by_the_next(tmp_path, store):
-    from pipeline.config import Params
-    from stages.tracking import stage_run
-
-    alive, running = start_stage(tmp_path, "SIGSTOP")  # stopped, not dead: its run is not an orphan
-    killed, orphan = start_stage(tmp_path, "SIGKILL")
-    killed.wait(timeout=60)
-    try:
-        client = MlflowClient(store)
-        assert client.get_run(orphan).info.status == "RUNNING"
-        with stage_run("train", Params()) as tracker:
-            pass
-        assert client.get_run(orphan).info.status == "KILLED"
-        assert client.get_run(tracker.run_id).data.tags["resumes_run"] == orphan
-        assert client.get_run(running).info.status == "RUNNING"
-        with stage_run("evaluate", Params()) as other:  # another stage's run: no orphan of its own
-            pass
-        assert "resumes_run" not in client.get_run(other.run_id).data.tags
-    finally:
-        alive.kill()
-        alive.wait()
