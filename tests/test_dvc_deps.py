@@ -105,7 +105,7 @@ def test_every_imported_file_is_a_dep(dvc_file):
                         "after an edit):\n" + "\n".join(f"  {s}: {', '.join(f)}" for s, f in missing.items())
 
 
-def test_closure_follows_function_level_and_package_imports(tmp_path):
+def test_closure_follows_function_level_and_package_imports():
     """The closure sees imports inside functions and the packages' ``__init__`` files."""
     closure = {str(p.relative_to(ROOT)) for p in import_closure("stages.train")}
     assert {"stages/__init__.py", "stages/train.py", "pipeline/__init__.py", "pipeline/io.py"} <= closure
