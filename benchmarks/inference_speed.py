@@ -1,6 +1,6 @@
 """Inference time of the learned K-stage model against 30-iteration IRCNN plug-and-play.
 
-    python benchmarks/inference_speed.py [--model models/deblur/model.pt] [--size 256] [--kernels 2]
+    python benchmarks/inference_speed.py [--model models/deblur/seed-0/model.pt] [--size 256] [--kernels 2]
         [--noise 3] [--iterations 30] [--device auto]
 
 Both on the same degraded images (scikit-image photographs, grey, centre-cropped to --size,
@@ -26,7 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.baselines.pnp import estimate_noise_level, run_schedule  # noqa: E402
+from pipeline.baselines.pnp import run_schedule  # noqa: E402
+from pipeline.physics.noise import estimate_noise_level  # noqa: E402
 from pipeline.baselines.schedules import ircnn_schedule  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.data import load_skimage, to_channels  # noqa: E402

@@ -3,8 +3,8 @@
     python benchmarks/repro_time.py [--profile profiles/test.yaml] [--keep DIR]
 
 Prints ``key=value`` lines: per-stage seconds (from DVC's output order and wall clock;
-``stage_seconds_train_derain`` for ``train@derain``), per-task sums, the no-op re-run, and last
-the headline ``repro_seconds`` (every task of ``tasks.run``; the target is 30 min on 2 cores).
+``stage_seconds_train_derain_0`` for ``train@derain-0``), per-task sums, the no-op re-run, and last
+the headline ``repro_seconds`` (every task of ``tasks.run``; the target is 40 min on 2 cores).
 """
 from __future__ import annotations
 
@@ -56,9 +56,10 @@ def main() -> None:
     noop_seconds = time.perf_counter() - t1
     tasks: dict[str, float] = {}
     for name, seconds in stages.items():
-        print(f"stage_seconds_{name.replace('@', '_')}={seconds:.1f}")
-        if "@" in name:  # foreach stages: <stage>@<task>
-            tasks[name.split("@")[1]] = tasks.get(name.split("@")[1], 0.0) + seconds
+        print(f"stage_seconds_{name.replace('@', '_').replace('-', '_')}={seconds:.1f}")
+        if "@" in name:  # foreach / matrix stages: <stage>@<task>[-<seed>[-<control>]]
+            task = name.split("@")[1].split("-")[0]
+            tasks[task] = tasks.get(task, 0.0) + seconds
     for task, seconds in tasks.items():
         print(f"task_seconds_{task}={seconds:.1f}")
     print(f"noop_ran_stages={noop.stdout.count('Running stage')}")

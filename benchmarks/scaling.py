@@ -1,6 +1,6 @@
 """Time and peak memory of the enhance path from 128x128 to 2048x2048, with tiling.
 
-    python benchmarks/scaling.py [--model models/deblur/model.pt] [--max-side 2048] [--max-megapixels 0.25]
+    python benchmarks/scaling.py [--model models/deblur/seed-0/model.pt] [--max-side 2048] [--max-megapixels 0.25]
         [--untiled-up-to 512] [--device auto]
 
 Each size runs in a fresh process (peak memory is a process-wide high-water mark): a grey

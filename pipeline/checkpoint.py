@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import ModelConfig, from_dict, to_dict
+from pipeline.config import CONTROLS, ModelConfig, from_dict, to_dict
 from pipeline.io import InputError, atomic_path
 from pipeline.models.denoiser import ConditionedDenoiser
 from pipeline.models.factory import build_denoiser, build_model
@@ -66,10 +66,18 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
     return model, denoiser, state
 
 
-def load_ablation(path: str | Path, task: str, device: torch.device | str = "cpu") -> UnfoldedHQS:
-    """The ``no_guidance`` model of ``path``: :func:`load_model`, and an InputError unless it was
-    trained with ``model.guidance: none`` (a guided model there would pass for the ablation)."""
+def load_control(path: str | Path, task: str, control: str, device: torch.device | str = "cpu") -> UnfoldedHQS:
+    """The model of the control ``control`` (a key of :data:`pipeline.config.CONTROLS`:
+    ``no_guidance``, ``estimated_guidance``) in ``path``: :func:`load_model`, and an InputError
+    unless it was trained with that control's ``model.guidance`` (a guided model there would pass
+    for the control)."""
     model = load_model(path, task=task, device=device)[0]
-    if model.guidance_mode != "none":
-        raise InputError(f"{path}: trained with guidance {model.guidance_mode!r}, not 'none'")
+    if model.guidance_mode != CONTROLS[control]:
+        raise InputError(f"{path}: trained with guidance {model.guidance_mode!r}, not {CONTROLS[control]!r} "
+                         f"(the {control} control)")
     return model
+
+
+def load_ablation(path: str | Path, task: str, device: torch.device | str = "cpu") -> UnfoldedHQS:
+    """The ``no_guidance`` model of ``path`` (:func:`load_control`)."""
+    return load_control(path, task, "no_guidance", device)

@@ -19,12 +19,21 @@ class ConfigError(ValueError):
 
 
 TASKS = ("deblur", "derain", "dehaze")
+# The controls `dvc repro` trains beside the learned model (stage `ablate`), as method name ->
+# the `model.guidance` they are trained with: the same model and training, only the guidance differs.
+CONTROLS = {"no_guidance": "none", "estimated_guidance": "estimated"}
 Task = Literal["deblur", "derain", "dehaze"]
 
 
 @dataclass(frozen=True)
 class BaseConfig:
+    # Seeds. `split_seed`: the data (which image goes to which split, every degradation drawn
+    # for val/test), fixed across training seeds so every seed is scored on the same samples.
+    # `seeds`: the training seeds `dvc repro` runs (model init, training stream, tuning), each a
+    # full set of trained methods; `seed`: the training seed of a command run by hand.
     seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    split_seed: int = 0
     # deblur (grey by default) | derain | dehaze (colour tasks: prepare keeps colour for them).
     # Under `dvc repro` every stage is told its task (`--task`, from `tasks.run`); this is the
     # task of a command run by hand without `--task`.
@@ -34,6 +43,10 @@ class BaseConfig:
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "base.threads", "must be >= 0")
+        _check(len(self.seeds) >= 1, "base.seeds", "must name at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), "base.seeds", f"names a seed twice: {list(self.seeds)}")
+        _check(all(s >= 0 for s in (*self.seeds, self.seed, self.split_seed)), "base.seed/seeds/split_seed",
+               "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -70,12 +83,16 @@ class KernelConfig:
     file: str = ""  # .mat (v5 / v7.3, a 'kernels' cell array), .npy, .npz, an image or a folder of images
     motion_fraction: float = 0.6  # share of motion kernels among generated ones (rest: Gaussian)
     max_size: int = 25
-    per_image: int = 2  # kernels per val/test image
+    per_image: int = 2  # kernels per test image
+    # kernels per validation image: more degraded draws to tune the baselines on (and to make
+    # design choices on) than the test split has, from the same generator
+    val_per_image: int = 4
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.motion_fraction <= 1.0, "degrade.kernels.motion_fraction", "must be in [0, 1]")
         _check(self.max_size >= 3 and self.max_size % 2 == 1, "degrade.kernels.max_size", "must be odd and >= 3")
         _check(self.per_image >= 1, "degrade.kernels.per_image", "must be >= 1")
+        _check(self.val_per_image >= 1, "degrade.kernels.val_per_image", "must be >= 1")
         if self.source == "file":
             _check(bool(self.file), "degrade.kernels.file", "source 'file' needs a kernel file")
 
@@ -151,7 +168,9 @@ class ModelConfig:
     # rho_k follows the IRCNN rule with this nominal noise level (percent), as the reference code.
     nominal_sigma: float = 1.0
     sigma_start: float = 49.0  # /255, first stage of the rho schedule
-    guidance: Literal["learned", "none", "oracle"] = "learned"
+    # learned (the proxy) | none (the nominal schedule: a control) | estimated (a classical
+    # per-image estimate in place of the proxy's map: a control) | oracle (the true map: a bound)
+    guidance: Literal["learned", "none", "estimated", "oracle"] = "learned"
     # rho_k on the IRCNN rule at the proxy's noise estimate (beyond the paper) or at nominal_sigma
     # predicted: the estimated rule times a per-image, per-stage factor from a head on the proxy's
     # map (the proxy also predicting rho_k: beyond the paper)
@@ -229,15 +248,17 @@ class TuneConfig:
     """Optuna searches for the hand-set baselines, on the validation split."""
 
     storage: str = "sqlite:///optuna.db"  # any SQLAlchemy URL
-    trials_global: int = 12  # one blind schedule for all noise levels
-    trials_per_noise: int = 6  # one non-blind schedule per noise level
-    trials_classical: int = 6  # per classical method (its one knob)
-    max_samples: int = 4  # validation samples per search (a seeded subset)
+    # The compute the searches may spend, in process CPU-seconds (every thread): 0 = what the
+    # learned model's training spent (its train.json `cpu_seconds`), the equal budget; split
+    # 1/3 global schedule, 1/2 over the per-level schedules, 1/6 over the classical knobs.
+    budget_cpu_seconds: float = 0.0
+    max_trials: int = 500  # per search, a cap beside the budget
+    max_samples: int = 8  # validation samples per search (a seeded subset)
     max_iterations: int = 30  # upper bound of the searched K
 
     def __post_init__(self) -> None:
-        for key in ("trials_global", "trials_per_noise", "trials_classical"):
-            _check(getattr(self, key) >= 1, f"tune.{key}", "must be >= 1")
+        _check(self.budget_cpu_seconds >= 0, "tune.budget_cpu_seconds", "must be >= 0 (0: the training's)")
+        _check(self.max_trials >= 2, "tune.max_trials", "must be >= 2 (the two rules are tried first)")
         _check(self.max_samples >= 1, "tune.max_samples", "must be >= 1")
         _check(self.max_iterations >= 4, "tune.max_iterations", "must be >= 4")
         _check("://" in self.storage, "tune.storage", "must be a database URL such as sqlite:///optuna.db")
@@ -269,23 +290,22 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class TasksConfig:
-    """``tasks.run``: the tasks one ``dvc repro`` produces side by side (DVC ``foreach``);
-    ``tasks.ablate``: those of them (rain and haze) whose ``none`` variant (the same model
-    trained without guidance) ``dvc repro`` trains too (stage ``ablate``) and evaluates as
-    ``no_guidance``. The per-task overrides (``tasks.<task>``) are merged onto the sections when
+    """``tasks.run``: the tasks one ``dvc repro`` produces side by side (DVC ``matrix``);
+    ``tasks.controls``: the controls (:data:`CONTROLS`) ``dvc repro`` trains for every task and
+    seed beside the learned model (stage ``ablate``: the same model and training, only
+    ``model.guidance`` differs) and evaluates under their names. The per-task overrides (``tasks.<task>``) are merged onto the sections when
     the params are resolved for a task (:func:`params_from_dict`), so they are not kept here."""
 
     run: tuple[Task, ...] = TASKS
-    ablate: tuple[Task, ...] = ("derain", "dehaze")
+    controls: tuple[str, ...] = tuple(CONTROLS)
 
     def __post_init__(self) -> None:
         _check(len(self.run) >= 1, "tasks.run", "must name at least one task")
         _check(len(set(self.run)) == len(self.run), "tasks.run", f"names a task twice: {list(self.run)}")
-        _check(len(set(self.ablate)) == len(self.ablate), "tasks.ablate", f"names a task twice: {list(self.ablate)}")
-        _check("deblur" not in self.ablate, "tasks.ablate",
-               "rain and haze only (deblurring's no_guidance model is compared by `stages.benchmark --ablation-model`)")
-        missing = [t for t in self.ablate if t not in self.run]
-        _check(not missing, "tasks.ablate", f"{missing} not in tasks.run {list(self.run)} (an ablation needs the task's data)")
+        _check(len(set(self.controls)) == len(self.controls), "tasks.controls",
+               f"names a control twice: {list(self.controls)}")
+        unknown = [c for c in self.controls if c not in CONTROLS]
+        _check(not unknown, "tasks.controls", f"unknown {unknown}; known: {', '.join(CONTROLS)}")
 
 
 @dataclass(frozen=True)
@@ -334,19 +354,17 @@ def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Pa
         raise ConfigError(f"tasks: expected a mapping, got {type(data['tasks']).__name__}")
     tasks = dict(data.pop("tasks", None) or {})
     for key in tasks:
-        if key not in ("run", "ablate", *TASKS):
-            close = difflib.get_close_matches(str(key), ["run", "ablate", *TASKS], n=1)
+        if key not in ("run", "controls", *TASKS):
+            close = difflib.get_close_matches(str(key), ["run", "controls", *TASKS], n=1)
             raise ConfigError(f"unknown key 'tasks.{key}'" + (f"; did you mean '{close[0]}'?" if close else
-                                                                f"; known keys: run, ablate, {', '.join(TASKS)}"))
+                                                                f"; known keys: run, controls, {', '.join(TASKS)}"))
     overrides = {t: tasks.get(t) or {} for t in TASKS}
     for t, over in overrides.items():
         if not isinstance(over, dict):
             raise ConfigError(f"tasks.{t}: expected a mapping of overrides, got {type(over).__name__}")
         if "tasks" in over or "task" in (over.get("base") or {}):
             raise ConfigError(f"tasks.{t}: may not set 'tasks' or 'base.task' (the task is the key)")
-    run = {k: tasks[k] for k in ("run", "ablate") if k in tasks}
-    if "run" in run and "ablate" not in run and isinstance(run["run"], list):  # the default, cut to tasks.run
-        run["ablate"] = [t for t in TasksConfig.ablate if t in run["run"]]
+    run = {k: tasks[k] for k in ("run", "controls") if k in tasks}
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"base: expected a mapping, got {type(base).__name__}")
@@ -372,15 +390,11 @@ def params_from_dict(data: dict[str, Any] | None, task: str | None = None) -> Pa
 
 
 def pin_task(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (a parsed ``params.yaml``) with ``tasks.run`` set to its ``base.task`` alone (and
-    ``tasks.ablate`` cut to it): for runs of one task (a sweep's trials), whose settings need not
-    suit the other tasks."""
+    """``data`` (a parsed ``params.yaml``) with ``tasks.run`` set to its ``base.task`` alone: for
+    runs of one task (a sweep's trials), whose settings need not suit the other tasks."""
     tasks = data.get("tasks") if isinstance(data.get("tasks"), dict) else {}
     base = data.get("base") if isinstance(data.get("base"), dict) else {}
-    task = base.get("task", "deblur")
-    ablate = tasks.get("ablate", TasksConfig.ablate)
-    ablate = [task] if isinstance(ablate, (list, tuple)) and task in ablate else []
-    return {**data, "tasks": {**tasks, "run": [task], "ablate": ablate}}
+    return {**data, "tasks": {**tasks, "run": [base.get("task", "deblur")]}}
 
 
 def from_dict(cls: type, data: Any, path: str) -> Any:

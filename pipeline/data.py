@@ -8,9 +8,12 @@ from skimage import color, transform
 
 # Natural photographs that ship inside scikit-image (no download). ``cat`` is ``chelsea`` again,
 # so it is left out; ``camera`` is Set12's ``01`` (hold it out of training when benchmarking).
+# ``clock`` is left out of every split: it is itself a motion-blurred photograph, so its "ground
+# truth" scores under-deblurring best (in validation it pulled the tuned schedules towards fewer
+# iterations; in test it would reward them).
 SKIMAGE_DEFAULT = (
     "camera", "astronaut", "coffee", "chelsea", "rocket", "moon", "brick", "grass", "gravel", "coins",
-    "clock", "text", "page", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+    "text", "page", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
 )
 
 

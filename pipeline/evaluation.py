@@ -18,10 +18,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from pipeline import stats
 from pipeline.baselines.filters import dark_channel_prior, median_derain
-from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
+from pipeline.baselines.pnp import run_map_schedule, run_schedule
 from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
 from pipeline.baselines.tuning import CLASSICAL, deconvolve, tuned_schedule
+from pipeline.config import CONTROLS
 from pipeline.data import chw_to_hwc
 from pipeline.datasets import Sample
 from pipeline.device import autocast
@@ -30,35 +32,48 @@ from pipeline.metrics import PSNR_CAP_DB, kernel_crop, psnr, ssim
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
+from pipeline.physics.noise import estimate_noise_level
 
 PNP_METHODS = ("ircnn_blind", "ircnn_true", "ircnn_estimated", "dpir_blind", "dpir_true", "dpir_estimated")
 TUNED_METHODS = ("optuna_global", "optuna_per_noise")
 CLASSICAL_METHODS = ("wiener", "richardson_lucy", "tv")
+# the learned model's fine-tuned denoiser in a plug-and-play baseline: separates fine-tuning from
+# guidance (the plain baselines use the denoiser as it was after pre-training)
+FT_METHODS = ("ircnn_estimated_ft", "optuna_per_noise_ft")
 METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
-ALL_METHODS = (*METHODS, *TUNED_METHODS, *CLASSICAL_METHODS)
-NO_GUIDANCE = "no_guidance"  # the model trained with guidance 'none' (the ablation)
-TASK_METHODS = ("input", "learned", NO_GUIDANCE, "classical")
-ORACLE = "oracle_per_image"  # the benchmark's per-image schedule search (an extra, see stages/benchmark.py)
-NEEDS_TUNED = (*TUNED_METHODS, *CLASSICAL_METHODS, ORACLE)
+ALL_METHODS = (*METHODS, *TUNED_METHODS, *FT_METHODS, *CLASSICAL_METHODS)
+NO_GUIDANCE = "no_guidance"  # the control trained with guidance 'none'
+ESTIMATED_GUIDANCE = "estimated_guidance"  # the control trained with guidance 'estimated'
+CONTROL_METHODS = tuple(CONTROLS)  # (no_guidance, estimated_guidance): models of their own, see Methods.controls
+TASK_METHODS = ("input", "learned", *CONTROL_METHODS, "classical")
+# the benchmark's per-image schedule searches (extras, see stages/benchmark.py): bounds of the
+# fixed-form schedules of the pre-trained denoiser (ORACLE_CANDIDATES) and of the fine-tuned one (FT_METHODS)
+ORACLE = "oracle_per_image"
+ORACLE_FT = "oracle_per_image_ft"
+ORACLE_CANDIDATES = (*PNP_METHODS, *TUNED_METHODS)
+NEEDS_TUNED = (*TUNED_METHODS, "optuna_per_noise_ft", *CLASSICAL_METHODS, ORACLE, ORACLE_FT)
 
 
 def method_names(task: str, oracle: bool = False) -> tuple[str, ...]:
     """Every method of ``task``, in table order (``oracle``: with the benchmark's per-image oracle)."""
     if task != "deblur":
         return TASK_METHODS
-    return (*ALL_METHODS, *((ORACLE,) if oracle else ()), NO_GUIDANCE)
+    return (*ALL_METHODS, *((ORACLE, ORACLE_FT) if oracle else ()), *CONTROL_METHODS)
 
 
-def select_methods(known: Sequence[str], requested: Sequence[str], have_ablation: bool) -> tuple[str, ...]:
-    """The methods to run: ``requested`` (in its order) or every ``known`` one. ``no_guidance``
-    needs an ablation model: without one it is dropped from the default list, an InputError when
-    requested by name."""
+def select_methods(known: Sequence[str], requested: Sequence[str], controls: Iterable[str] = ()) -> tuple[str, ...]:
+    """The methods to run: ``requested`` (in its order) or every ``known`` one. A control
+    (``no_guidance``, ``estimated_guidance``) needs its model (``controls``: the names of those
+    given): without one it is dropped from the default list, an InputError when requested by name."""
     unknown = [m for m in requested if m not in known]
     if unknown:
         raise InputError(f"methods: unknown {unknown}; known: {', '.join(known)}")
-    if NO_GUIDANCE in requested and not have_ablation:
-        raise InputError("no_guidance needs an ablation model (a model trained with guidance 'none')")
-    return tuple(m for m in (requested or known) if m != NO_GUIDANCE or have_ablation)
+    have = set(controls)
+    missing = [m for m in requested if m in CONTROL_METHODS and m not in have]
+    if missing:
+        raise InputError(f"{', '.join(missing)}: needs its control model (a model trained with guidance "
+                         f"{', '.join(repr(CONTROLS[m]) for m in missing)})")
+    return tuple(m for m in (requested or known) if m not in CONTROL_METHODS or m in have)
 
 
 def needs_tuned(names: Sequence[str]) -> bool:
@@ -72,8 +87,9 @@ class Methods:
 
     ``names``: the methods, in table order (names the protocol does not run itself, such as
     :data:`ORACLE`, come from the caller's ``extras``). ``model``: the trained model
-    (``learned``); ``denoiser``: the pre-trained one for plug-and-play; ``ablation``: the
-    ``no_guidance`` model; ``tuned``: the ``tune`` stage's winners; ``nominal_sigma``: what the
+    (``learned``; its denoiser, fine-tuned in the bilevel phase, is the ``*_ft`` methods' prior);
+    ``denoiser``: the pre-trained one for plug-and-play; ``controls``: the control models by
+    method name (``no_guidance``, ``estimated_guidance``); ``tuned``: the ``tune`` stage's winners; ``nominal_sigma``: what the
     blind baselines are told ([0, 1] units). ``mismatch`` (the benchmark's): also score each
     deblurring sample at :data:`MISMATCH_TRUE` % with the non-blind methods told other levels
     (:func:`mismatch_rows`).
@@ -84,7 +100,7 @@ class Methods:
     model: torch.nn.Module
     device: torch.device
     denoiser: torch.nn.Module | None = None
-    ablation: torch.nn.Module | None = None
+    controls: Mapping[str, torch.nn.Module] = field(default_factory=dict)
     tuned: dict | None = None
     nominal_sigma: float = 0.01
     ircnn_iters: int = 30
@@ -95,8 +111,10 @@ class Methods:
         pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
         if pnp and self.denoiser is None:
             raise InputError(f"{', '.join(pnp)}: the model file has no pre-trained denoiser for plug-and-play")
-        if NO_GUIDANCE in self.names and self.ablation is None:
-            raise InputError("no_guidance needs an ablation model (a model trained with guidance 'none')")
+        missing = [m for m in self.names if m in CONTROL_METHODS and m not in self.controls]
+        if missing:
+            raise InputError(f"{', '.join(missing)}: needs its control model (trained with guidance "
+                             f"{', '.join(repr(CONTROLS[m]) for m in missing)})")
         if needs_tuned(self.names) and self.tuned is None:
             raise InputError(f"{', '.join(m for m in self.names if m in NEEDS_TUNED)}: need the tune stage's tuned.yaml")
 
@@ -133,6 +151,8 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
         nominal_sigma: what the blind baselines are told ([0, 1] units).
         tuned: the ``tune`` stage's winners (needed for the Optuna and classical methods);
             ``optuna_per_noise`` is told the true level, so it picks that level's schedule.
+            The ``*_ft`` methods run with ``model.denoiser`` (fine-tuned in the bilevel phase)
+            in place of ``denoiser`` (``optuna_per_noise_ft`` with the schedule tuned for the latter).
     """
     yt = torch.from_numpy(y)[None].to(device)
     physics = BlurPhysics(yt, torch.from_numpy(kernel))
@@ -165,12 +185,16 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
                 out["true_sigma_map"] = out["ircnn_true"]  # a constant map is exactly the scalar rule
             else:
                 out["true_sigma_map"] = run_map_schedule(physics, denoiser, smap, ircnn_iters).x[0].float().cpu().numpy()
-        for name in TUNED_METHODS:
+        for name in (*TUNED_METHODS, "optuna_per_noise_ft"):
             if name in methods:
                 if tuned is None:
                     raise ValueError(f"method {name} needs the tuned schedules (the tune stage's output)")
                 p = tuned["global"] if name == "optuna_global" else per_noise_params(tuned, true_level * 100)
-                out[name] = run_schedule(physics, denoiser, tuned_schedule(p)).x[0].float().cpu().numpy()
+                prior = model.denoiser if name.endswith("_ft") else denoiser
+                out[name] = run_schedule(physics, prior, tuned_schedule(p)).x[0].float().cpu().numpy()
+        if "ircnn_estimated_ft" in methods:
+            out["ircnn_estimated_ft"] = run_schedule(physics, model.denoiser, ircnn_schedule(est, ircnn_iters)
+                                                     ).x[0].float().cpu().numpy()
     for name in CLASSICAL_METHODS:
         if name in methods:
             if tuned is None:
@@ -191,10 +215,10 @@ def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch.device,
-                 ablation: torch.nn.Module | None = None, target: np.ndarray | None = None) -> Restoration:
+                 controls: Mapping[str, torch.nn.Module] | None = None, target: np.ndarray | None = None) -> Restoration:
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
-    model), ``classical`` and, with an ``ablation`` model (trained with guidance ``none``),
-    ``no_guidance``. ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
+    model), ``classical`` and each control model of ``controls`` under its name (``no_guidance``,
+    ``estimated_guidance``). ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
     transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
     true guidance map, is what a model with ``oracle`` guidance is given."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
@@ -204,8 +228,8 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
         res = model(Observation(yt), target=truth)
         out["learned"] = res.x[0].float().clamp(0, 1).cpu().numpy()
         estimate = model.estimate_guidance(yt)[0, 0].float().cpu().numpy()
-        if ablation is not None:
-            out["no_guidance"] = ablation(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
+        for name, control in (controls or {}).items():
+            out[name] = control(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
     out["classical"] = classical_restore(task, y)
     guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
     return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
@@ -221,11 +245,12 @@ def restore_sample(sample: Sample, methods: Methods) -> Restoration:
     if m.task == "deblur":
         res = restore(sample.y, sample.kernel, sample.target, m.model, m.denoiser, m.device, m.nominal_sigma,
                       m.ircnn_iters, m.dpir_iters, m.names, m.tuned)
-        if NO_GUIDANCE in m.names:
-            res.outputs[NO_GUIDANCE] = restore(sample.y, sample.kernel, sample.target, m.ablation, m.denoiser, m.device,
-                                               m.nominal_sigma, methods=("learned",)).outputs["learned"]
+        for name in (n for n in m.names if n in CONTROL_METHODS):
+            res.outputs[name] = restore(sample.y, sample.kernel, sample.target, m.controls[name], m.denoiser, m.device,
+                                        m.nominal_sigma, methods=("learned",)).outputs["learned"]
     else:
-        res = restore_task(m.task, sample.y, m.model, m.device, m.ablation, sample.target)
+        controls = {n: m.controls[n] for n in m.names if n in CONTROL_METHODS}
+        res = restore_task(m.task, sample.y, m.model, m.device, controls, sample.target)
     res.outputs = {name: res.outputs[name] for name in m.names if name in res.outputs}
     return res
 
@@ -271,6 +296,15 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: Sequence[str
     if any(capped.values()):
         result.update(psnr_cap_db=PSNR_CAP_DB, psnr_capped={m: v for m, v in capped.items() if v})
     return result
+
+
+def best_output(candidates: Mapping[str, np.ndarray], sample: Sample) -> tuple[str, np.ndarray]:
+    """The candidate ``(C, H, W)`` with the highest PSNR against ``sample.x`` under the protocol's
+    crop, and its name (the first of equals): what a per-image oracle picks."""
+    crop = kernel_crop(sample.kernel_shape)
+    scores = {name: psnr(chw_to_hwc(out), chw_to_hwc(sample.x), crop) for name, out in candidates.items()}
+    name = max(scores, key=lambda k: scores[k])
+    return name, candidates[name]
 
 
 def mean_psnr(metrics: dict) -> dict[str, float]:
@@ -371,7 +405,8 @@ def sample_fingerprint(sample: Sample) -> str:
     return digest.hexdigest()
 
 
-def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None, with_id: bool = True) -> dict:
+def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None, with_id: bool = True,
+                 seed: int | None = None) -> dict:
     """Run ``methods`` (and ``extras``, see :func:`evaluate`) on one sample and score every output:
     ``{"sample_id", "fingerprint", "rows", "stage_rows", "guidance_rows", "mismatch_rows"}``
     (:class:`Evaluation`'s rows of this sample), plain JSON-able values, so a caller can journal it
@@ -382,14 +417,15 @@ def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None,
     missing = [m for m in methods.names if m not in res.outputs]
     if missing:
         raise ValueError(f"{sample.sample_id}: no output for {missing}")
-    cols = sample_columns(sample, methods.task, with_id)
+    cols = {**sample_columns(sample, methods.task, with_id), **({"seed": seed} if seed is not None else {})}
     ordered = {m: res.outputs[m] for m in methods.names}
     level = {"noise_level": sample.noise_level} if methods.task == "deblur" else {}
     with_target = "learned" in methods.names and sample.target is not None
     told = methods.mismatch and abs(sample.noise_level - MISMATCH_TRUE) < 1e-9
     return {"sample_id": sample.sample_id, "fingerprint": sample_fingerprint(sample),
             "rows": [{**cols, "method": m, **sc} for m, sc in score(ordered, sample.x, sample.kernel_shape).items()],
-            "stage_rows": [{"sample_id": sample.sample_id, **level, "stage": k + 1, "rho": float(res.rhos[k]),
+            "stage_rows": [{"sample_id": sample.sample_id, **level, **({"seed": seed} if seed is not None else {}),
+                            "stage": k + 1, "rho": float(res.rhos[k]),
                             "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255}
                            for k, g in enumerate(res.guidance)],
             "guidance_rows": [guidance_row(sample, res, methods.task)] if with_target else [],
@@ -398,7 +434,7 @@ def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None,
 
 def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None = None,
              with_id: bool = True, done: Mapping[str, dict] | None = None,
-             on_scored: Callable[[Sample, dict], None] | None = None) -> Evaluation:
+             on_scored: Callable[[Sample, dict], None] | None = None, seed: int | None = None) -> Evaluation:
     """Run ``methods`` on every sample, score every output against the sample's clean image.
 
     ``extras(sample, restoration)`` is called once per sample after the methods ran: it may write
@@ -410,14 +446,15 @@ def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None 
     (with the same settings); such a sample is not run, its rows are taken as they are, unless its
     data changed since (another :func:`sample_fingerprint`). Each sample
     that is run is handed to ``on_scored(sample, scored)`` as soon as it is scored (to journal it).
-    Either way the tables are those of one uninterrupted run, rows in sample order.
+    Either way the tables are those of one uninterrupted run, rows in sample order. ``seed``: the
+    training seed of ``methods``' models, a ``seed`` column of every row (:func:`merge_seeds`).
     """
     result = Evaluation(methods.task, methods.names)
     levels: set[float] = set()
     for sample in samples:
         scored = (done or {}).get(sample.sample_id)
         if scored is None or scored["fingerprint"] != sample_fingerprint(sample):
-            scored = score_sample(sample, methods, extras, with_id)
+            scored = score_sample(sample, methods, extras, with_id, seed)
             if on_scored is not None:
                 on_scored(sample, scored)
         else:
@@ -433,6 +470,47 @@ def evaluate(samples: Iterable[Sample], methods: Methods, extras: Extras | None 
     if methods.task != "deblur":
         result.metrics["task"] = methods.task
     return result
+
+
+def headline_pairs(task: str, names: Sequence[str]) -> list[tuple[str, str]]:
+    """The comparisons a claim rests on, among ``names`` (the methods that ran): ``learned``
+    against every other method but the input (controls, baselines, bounds alike), then the pairs
+    that split its gain: fine-tuning alone (``ircnn_estimated_ft`` vs ``ircnn_estimated``) and a
+    classical level in place of none (``estimated_guidance`` vs ``no_guidance``)."""
+    pairs = [("learned", m) for m in names if m not in ("learned", "input")]
+    if task != "deblur":
+        pairs.append(("learned", "input"))
+    pairs += [("ircnn_estimated_ft", "ircnn_estimated"), (ESTIMATED_GUIDANCE, NO_GUIDANCE)]
+    return [(a, b) for a, b in pairs if a in names and b in names]
+
+
+def merge_seeds(results: Sequence[Evaluation]) -> Evaluation:
+    """One :class:`Evaluation` of the same samples scored with each training seed's models (each
+    from :func:`evaluate` with its ``seed``): rows of every seed, ``metrics`` the means over
+    samples x seeds (:func:`aggregate`) with, per method, the spread over seeds
+    (``psnr_std_seeds``, ``ssim_std_seeds``: the std of the per-seed means, None with one seed)
+    and the top-level ``seeds``, ``ci_method`` and ``comparisons`` (:func:`pipeline.stats.comparisons`
+    over :func:`headline_pairs`, paired on (sample, seed))."""
+    first = results[0]
+    merged = Evaluation(first.task, first.methods, first.levels, n_resumed=sum(r.n_resumed for r in results))
+    for r in results:
+        merged.rows += r.rows
+        merged.stage_rows += r.stage_rows
+        merged.guidance_rows += r.guidance_rows
+        merged.mismatch_rows += r.mismatch_rows
+    metrics = aggregate(merged.rows, merged.levels, merged.methods)
+    spread = {metric: stats.seed_spread(merged.rows, merged.methods, metric) for metric in ("psnr", "ssim")}
+    for m, entry in metrics["methods"].items():
+        for metric in ("psnr", "ssim"):
+            entry[f"{metric}_std_seeds"] = spread[metric].get(m, {}).get("std")
+    seeds = sorted({r["seed"] for r in merged.rows})
+    metrics.update(seeds=seeds, ci_method=stats.CI_METHOD,
+                   comparisons=stats.comparisons(merged.rows, headline_pairs(first.task, merged.methods), "psnr",
+                                                 merged.levels))
+    if first.task != "deblur":
+        metrics["task"] = first.task
+    merged.metrics = metrics
+    return merged
 
 
 def evaluate_learned(model: torch.nn.Module, samples: Iterable[Sample], device: torch.device,

@@ -50,6 +50,7 @@ STRATEGY_PRESETS: dict[str, dict] = {
     "unrolled": {"train": {"strategy": "unrolled"}},
     "implicit": {"train": {"strategy": "implicit"}},
     "none": {"model": {"guidance": "none"}},  # no guidance: the nominal schedule into the same denoiser
+    "estimated": {"model": {"guidance": "estimated"}},  # the classical per-image level in place of the proxy's map
     "oracle": {"model": {"guidance": "oracle"}},  # the true noise map: a bound, not a method
 }
 ALIASES: dict[str, str] = {

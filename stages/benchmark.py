@@ -8,11 +8,16 @@
 The protocol is the ``evaluate`` stage's (``pipeline.evaluation``), with its settings
 (``evaluate.ircnn_iters``, ``dpir_iters``, ``nominal_sigma``) read from ``--params``. Noise is
 drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N images in
-sorted order. It uses the model and the tuned schedules that ``dvc repro`` produced
-(``models/<task>/model.pt``, ``tuned/deblur.yaml``) unless told otherwise. ``oracle_per_image``
-searches the schedule per degraded image against its ground truth (Optuna, in memory, seeded,
-in the ``tune`` stage's space, its first trials the tuned global and per-level schedules, so it
-is never below them): an upper bound for any fixed-form schedule. Writes ``metrics.json``,
+sorted order. It uses the models and the tuned schedules that ``dvc repro`` produced
+(``models/<task>/seed-<S>/model.pt`` and the controls beside it, ``tuned/<task>/seed-<S>.yaml``)
+unless told otherwise; ``--seeds 0,1,2`` scores every seed's set on the same samples and adds the
+spread over seeds and the paired comparisons with 95 % intervals to ``metrics.json``
+(``comparisons``), as ``evaluate`` does. ``oracle_per_image`` searches the schedule per degraded
+image against its ground truth (Optuna, in memory, seeded, in the ``tune`` stage's space), the
+IRCNN and DPIR rules at every level the plug-and-play methods were told and every tuned schedule
+queued first, and keeps the best of the search and of every fixed-form method's output on that
+image: it bounds the pre-trained denoiser's fixed-form schedules (``oracle_per_image_ft`` the
+same with the learned model's fine-tuned denoiser, bounding the ``*_ft`` methods). Writes ``metrics.json``,
 ``per_image.csv``, ``table.md`` and the mismatch table (true noise 3 %, the non-blind methods
 told 1-5 %): ``mismatch.json``/``.md``. Colour images are evaluated on their grey conversion
 when the model is grey.
@@ -41,21 +46,23 @@ with the same settings (``--limit`` aside) resumes from it, with others starts o
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.baselines.tuning import restore_with_schedule, schedule_objective, schedule_space
-from pipeline.checkpoint import load_ablation, load_model
-from pipeline.config import Params
+from pipeline.baselines.tuning import oracle_starts, restore_with_schedule, schedule_objective, schedule_space
+from pipeline.checkpoint import load_control, load_model
+from pipeline.config import CONTROLS, Params
 from pipeline.datasets import Sample, blurred_samples, pair_samples
 from pipeline.device import pick_device
-from pipeline.evaluation import ORACLE, Methods, benchmark_tables, evaluate, mean_psnr, method_names, \
-    mismatch_markdown, needs_tuned, per_noise_params, select_methods
+from pipeline.evaluation import FT_METHODS, ORACLE, ORACLE_CANDIDATES, ORACLE_FT, Methods, benchmark_tables, \
+    best_output, evaluate, mean_psnr, merge_seeds, method_names, mismatch_markdown, needs_tuned, select_methods
 from pipeline.generators.seeds import derive_seed
 from pipeline.io import PAIR_LAYOUTS
-from stages.common import fill_paths, load_params, log, parser, run_main
+from stages.common import TaskPaths, fill_paths, load_params, log, parser, run_main
 from stages.optuna_adapter import search
 
 BENCH_METHODS = method_names("deblur", oracle=True)
@@ -73,21 +80,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Param
     p.add_argument("--limit", type=int, default=0, help="first N images in sorted order (0: all)")
     p.add_argument("--gray", action="store_true", help="evaluate on the grey conversion")
     p.add_argument("--methods", default="", help=f"subset of: {','.join(BENCH_METHODS)}")
-    p.add_argument("--model", default=None, help="trained model (checkpoint path; default models/<task>/model.pt)")
-    p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
-    p.add_argument("--oracle-trials", type=int, default=16, help="Optuna trials per image for oracle_per_image")
+    p.add_argument("--model", default=None, help="trained model (checkpoint path; default models/<task>/seed-<base.seed>/model.pt); "
+                                                  "its controls are read from beside it (<control>/model.pt) where present")
+    p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>/seed-<base.seed>.yaml)")
+    p.add_argument("--seeds", default="", help="training seeds, comma-separated: each seed's models/<task>/seed-<S>/ and "
+                                               "tuned/<task>/seed-<S>.yaml (instead of --model, --tuned)")
+    p.add_argument("--oracle-trials", type=int, default=24,
+                   help="Optuna trials per image for the oracles (at least the queued rules and tuned schedules)")
     p.add_argument("--seed", type=int, default=None, help="noise and oracle seed (default base.seed)")
     p.add_argument("--no-mismatch", action="store_true", help="skip the mismatch table")
     p.add_argument("--noise-mode", default="constant", choices=("constant", "varying"),
                    help="constant: one level per image; varying: a smooth map whose mean is the level")
     p.add_argument("--spread", type=float, default=0.8, help="varying mode: relative amplitude of the map")
-    p.add_argument("--ablation-model", default="", help="model trained with guidance 'none': runs as no_guidance")
+    p.add_argument("--ablation-model", default="", help="model trained with guidance 'none': runs as no_guidance "
+                                                           "(default: the no_guidance/ folder beside the model, if any)")
     p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="default base.device")
     args = p.parse_args(argv)
     params = load_params(args.params, args.task)
     args.task = params.base.task
     args.seed = params.base.seed if args.seed is None else args.seed
-    fill_paths(args, args.task, model="model", tuned="tuned")
+    if args.seeds and (args.model or args.tuned or args.ablation_model):
+        p.error("--seeds reads each seed's models and tuned schedules: not with --model, --tuned, --ablation-model")
+    fill_paths(args, args.task, params.base.seed, model="model", tuned="tuned")
     if args.task == "deblur" and not (args.images and args.kernels):
         p.error("--task deblur needs --images and --kernels")
     if args.task != "deblur" and not args.pairs:
@@ -95,11 +109,70 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Param
     return args, params
 
 
+@dataclass(frozen=True)
+class SeedRun:
+    """One training seed's files: the learned model, its tuned schedules, its control models."""
+
+    seed: int
+    model: Path
+    tuned: Path
+    controls: dict[str, Path]
+
+
+def seed_runs(args: argparse.Namespace) -> list[SeedRun]:
+    """``--seeds``: ``models/<task>/seed-<S>/`` and ``tuned/<task>/seed-<S>.yaml`` of each; else
+    the one ``--model`` and ``--tuned`` (its seed read from the ``train.json`` beside it, 0 if none).
+    The controls are the models beside each (``<control>/model.pt``, where present);
+    ``--ablation-model`` names the ``no_guidance`` one instead."""
+    if args.seeds:
+        runs = [SeedRun(s, TaskPaths(args.task, s).model, TaskPaths(args.task, s).tuned, {})
+                for s in (int(v) for v in args.seeds.split(",") if v.strip())]
+    else:
+        beside = Path(args.model).parent / "train.json"
+        seed = io.read_json(beside).get("seed", 0) if beside.is_file() else 0
+        runs = [SeedRun(int(seed), Path(args.model), Path(args.tuned), {})]
+    for run in runs:
+        run.controls.update({c: run.model.parent / c / "model.pt" for c in CONTROLS
+                             if (run.model.parent / c / "model.pt").is_file()})
+        if args.ablation_model:
+            run.controls["no_guidance"] = Path(args.ablation_model)
+    return runs
+
+
+def oracle_extra(names: Sequence[str], tuned: dict, model, denoiser, device, cfg, max_iterations: int, trials: int,
+                 seed: int):
+    """The per-image oracles as an ``extras`` hook: per sample, Optuna searches the schedule family
+    against the ground truth, every rule the plug-and-play methods were told (nominal, true,
+    estimated level) and every tuned schedule queued first; the output is the best of the search
+    and of every fixed-form method's own output on that sample, so it is never below any of them
+    (``oracle_per_image``: the pre-trained denoiser's methods; ``oracle_per_image_ft``: the
+    fine-tuned one's, the ``*_ft`` methods)."""
+    space = schedule_space(max_iterations)
+
+    def oracle(sample: Sample, res) -> dict:
+        told = [cfg.nominal_sigma, 100 * float(sample.target.mean()), 100 * res.estimated_sigma]
+        starts = oracle_starts(tuned, told, max_iterations)
+        out = {}
+        for name, prior, fixed in ((ORACLE, denoiser, ORACLE_CANDIDATES), (ORACLE_FT, model.denoiser, FT_METHODS)):
+            if name not in names:
+                continue
+            best = search(None, space, schedule_objective([sample], prior, device), max(trials, len(starts)),
+                          derive_seed(seed, name, sample.sample_id) % 2**31, initial=starts).best_params
+            candidates = {"search": restore_with_schedule(sample, best, prior, device),
+                          **{m: res.outputs[m] for m in fixed if m in res.outputs}}
+            out[name] = best_output(candidates, sample)[1]
+        return out
+
+    return oracle
+
+
 def main(argv: list[str] | None = None) -> None:
     args, params = parse_args(argv)
     cfg, deblur = params.evaluate, args.task == "deblur"
+    runs = seed_runs(args)
     names = select_methods(BENCH_METHODS if deblur else method_names(args.task),
-                           [m for m in args.methods.split(",") if m], bool(args.ablation_model))
+                           [m for m in args.methods.split(",") if m],
+                           set.intersection(*(set(r.controls) for r in runs)))
     if deblur:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
         images, kernels = io.list_images(args.images)[: max(args.limit, 0) or None], io.read_kernels(args.kernels)
@@ -107,32 +180,30 @@ def main(argv: list[str] | None = None) -> None:
         pairs = io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task])[: max(args.limit, 0) or None]
     n = len(images) * len(kernels) * len(levels) if deblur else len(pairs)
     device = pick_device(args.device or params.base.device)
-    model, denoiser, state = load_model(args.model, task=args.task, device=device)
-    ablation = load_ablation(args.ablation_model, args.task, device) if args.ablation_model else None
-    tuned = io.read_yaml(args.tuned) if needs_tuned(names) else None
-    methods = Methods(args.task, names, model, device, denoiser, ablation, tuned, cfg.nominal_sigma / 100.0,
-                      cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch)
-
-    def oracle(sample: Sample, res) -> dict:
-        """The per-image oracle: the schedule searched against the sample's ground truth."""
-        best = search(None, schedule_space(params.tune.max_iterations), schedule_objective([sample], denoiser, device),
-                      max(args.oracle_trials, 2), derive_seed(args.seed, "oracle", sample.sample_id) % 2**31,
-                      initial=[tuned["global"], per_noise_params(tuned, sample.noise_level)]).best_params
-        return {ORACLE: restore_with_schedule(sample, best, denoiser, device)}
-
-    journal = Path(args.out) / JOURNAL
-    settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "limit", "quiet", "params")}, "names": names,
-                "evaluate": cfg, "oracle_space": params.tune.max_iterations, "tuned": tuned,  # inputs: fingerprinted
-                "models": [io.sha256_file(f) for f in (args.model, args.ablation_model) if f]}
-    done, stale = io.open_journal(journal, settings)
-    if stale:
-        log.info("%s: written under other settings, starting over", journal)
+    results = []
     with io.atomic_dir(args.out) as out:
-        samples = (blurred_samples(images, kernels, levels, args.seed, args.noise_mode, args.spread, args.gray or
-                                   int(state["channels"]) == 1) if deblur else pair_samples(pairs))
-        result = evaluate(tqdm(samples, total=n, desc="benchmark", disable=args.quiet), methods,
-                          oracle if ORACLE in names else None, with_id=False, done={r["sample_id"]: r for r in done},
-                          on_scored=lambda sample, scored: io.append_journal(journal, settings, scored))
+        for run in runs:
+            model, denoiser, state = load_model(run.model, task=args.task, device=device)
+            controls = {c: load_control(path, args.task, c, device) for c, path in run.controls.items() if c in names}
+            tuned = io.read_yaml(run.tuned) if needs_tuned(names) else None
+            methods = Methods(args.task, names, model, device, denoiser, controls, tuned, cfg.nominal_sigma / 100.0,
+                              cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch)
+            oracle = (oracle_extra(names, tuned, model, denoiser, device, cfg, params.tune.max_iterations,
+                                   args.oracle_trials, args.seed) if {ORACLE, ORACLE_FT} & set(names) else None)
+            journal = Path(args.out) / (JOURNAL if len(runs) == 1 else f"per_image.partial.seed-{run.seed}.jsonl")
+            settings = {**{k: v for k, v in vars(args).items() if k not in ("out", "limit", "quiet", "params")},
+                        "names": names, "evaluate": cfg, "oracle_space": params.tune.max_iterations, "tuned": tuned,
+                        "models": [io.sha256_file(f) for f in (run.model, *run.controls.values())]}  # fingerprinted
+            done, stale = io.open_journal(journal, settings)
+            if stale:
+                log.info("%s: written under other settings, starting over", journal)
+            samples = (blurred_samples(images, kernels, levels, args.seed, args.noise_mode, args.spread, args.gray or
+                                       int(state["channels"]) == 1) if deblur else pair_samples(pairs))
+            results.append(evaluate(tqdm(samples, total=n, desc=f"benchmark seed {run.seed}", disable=args.quiet),
+                                    methods, oracle, with_id=False, done={r["sample_id"]: r for r in done},
+                                    on_scored=lambda sample, scored, j=journal, st=settings: io.append_journal(j, st, scored),
+                                    seed=run.seed))
+        result = merge_seeds(results)
         summary, table, mismatch = benchmark_tables(result, args.noise_mode if deblur else args.pairs)
         io.write_json(out / "metrics.json", result.metrics)
         io.write_csv(out / "per_image.csv", result.rows)
@@ -142,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         if mismatch:
             io.write_json(out / "mismatch.json", mismatch)
             io.write_text(out / "mismatch.md", mismatch_markdown(mismatch))
-    log.info("benchmark %s: %d images, %d of %d samples resumed from its journal; levels %s %%; mean PSNR %s", args.task,
-             result.metrics["n_images"], result.n_resumed, n, result.levels, mean_psnr(result.metrics))
+    log.info("benchmark %s (seeds %s): %d images, %d of %d samples resumed from its journal; levels %s %%; mean PSNR %s",
+             args.task, [r.seed for r in runs], result.metrics["n_images"], result.n_resumed, n * len(runs),
+             result.levels, mean_psnr(result.metrics))
 
 
 if __name__ == "__main__":

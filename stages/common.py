@@ -13,7 +13,7 @@ from typing import Callable
 
 import yaml
 
-from pipeline.config import TASKS, ConfigError, Params, params_from_dict
+from pipeline.config import CONTROLS, TASKS, ConfigError, Params, params_from_dict
 from pipeline.io import InputError
 
 log = logging.getLogger("hyperguide")
@@ -43,15 +43,24 @@ def load_params(path: str | Path, task: str | None = None) -> Params:
 @dataclass(frozen=True)
 class TaskPaths:
     """Where the stages of one task read and write, relative to the project root: the layout of
-    ``dvc.yaml`` (one folder per task, so the tasks run side by side)."""
+    ``dvc.yaml`` (one folder per task, so the tasks run side by side; one sub-folder per training
+    seed of ``base.seeds``, so the seeds do too)::
+
+        models/<task>/seed-<seed>/model.pt            the learned model of one seed
+        models/<task>/seed-<seed>/<control>/model.pt  its controls (no_guidance, estimated_guidance)
+        tuned/<task>/seed-<seed>.yaml                 the tune stage's winners with that seed's denoiser
+        results/<task>/                               evaluate: every seed, scored together
+    """
 
     task: str
-    variant_name: str = ""  # a model variant of the task (``no_guidance``): its own models and checkpoints
+    seed: int = 0
+    variant_name: str = ""  # a control of the task (``no_guidance``, ...): its own models and checkpoints
 
     def variant(self, guidance: str) -> "TaskPaths":
         """The paths of the task's model trained with ``guidance`` (``none``: the ``no_guidance``
-        ablation, ``models/<task>/no_guidance``)."""
-        return TaskPaths(self.task, {"learned": "", "none": "no_guidance"}.get(guidance, guidance))
+        control, ``models/<task>/seed-<seed>/no_guidance``)."""
+        names = {"learned": "", **{mode: control for control, mode in CONTROLS.items()}}
+        return TaskPaths(self.task, self.seed, names.get(guidance, guidance))
 
     @property
     def prepared(self) -> Path:
@@ -62,8 +71,13 @@ class TaskPaths:
         return Path("data") / self.task / "degraded"
 
     @property
+    def models_root(self) -> Path:
+        """The task's models, every seed (what ``evaluate`` reads)."""
+        return Path("models") / self.task
+
+    @property
     def models(self) -> Path:
-        folder = Path("models") / self.task
+        folder = self.models_root / f"seed-{self.seed}"
         return folder / self.variant_name if self.variant_name else folder
 
     @property
@@ -72,21 +86,32 @@ class TaskPaths:
 
     @property
     def checkpoint(self) -> Path:
-        folder = f"{self.task}-{self.variant_name}" if self.variant_name else self.task
-        return Path("checkpoints") / folder / "train.pt"
+        folder = f"seed-{self.seed}-{self.variant_name}" if self.variant_name else f"seed-{self.seed}"
+        return Path("checkpoints") / self.task / folder / "train.pt"
+
+    @property
+    def tuned_root(self) -> Path:
+        """The task's tuned schedules, every seed (what ``evaluate`` reads)."""
+        return Path("tuned") / self.task
 
     @property
     def tuned(self) -> Path:
-        return Path("tuned") / f"{self.task}.yaml"
+        return self.tuned_root / f"seed-{self.seed}.yaml"
 
     @property
     def results(self) -> Path:
         return Path("results") / self.task
 
 
-def fill_paths(args: argparse.Namespace, task: str, **defaults: str) -> None:
-    """Set every ``args.<name>`` still ``None`` to the :class:`TaskPaths` attribute ``defaults[name]``."""
-    paths = TaskPaths(task)
+def seed_folder(root: str | Path, seed: int) -> Path:
+    """``<root>/seed-<seed>``: one training seed's models under a task's ``models/<task>``."""
+    return Path(root) / f"seed-{seed}"
+
+
+def fill_paths(args: argparse.Namespace, task: str, seed: int = 0, **defaults: str) -> None:
+    """Set every ``args.<name>`` still ``None`` to the :class:`TaskPaths` attribute ``defaults[name]``
+    (of training seed ``seed``)."""
+    paths = TaskPaths(task, seed)
     for name, attr in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, str(getattr(paths, attr)))

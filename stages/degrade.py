@@ -35,14 +35,16 @@ from stages.tracking import stage_run
 
 
 def kernels_for(image: str, split: str, cfg: DegradeConfig, seed: int, file_kernels: list[tuple[str, np.ndarray]]) -> list[tuple[str, KernelSample]]:
-    """The ``per_image`` kernels of one image, drawn from its own seeded stream."""
+    """The ``per_image`` kernels of one image (``val_per_image`` in the val split), drawn from its
+    own seeded stream."""
     rng = rng_for(seed, "kernels", split, image)
+    count = cfg.kernels.val_per_image if split == "val" else cfg.kernels.per_image
     if file_kernels:
-        idx = rng.choice(len(file_kernels), size=min(cfg.kernels.per_image, len(file_kernels)), replace=False)
+        idx = rng.choice(len(file_kernels), size=min(count, len(file_kernels)), replace=False)
         return [(file_kernels[i][0], KernelSample(file_kernels[i][1], "file", {"source": cfg.kernels.file}))
                 for i in sorted(idx)]
     out = []
-    for j in range(cfg.kernels.per_image):
+    for j in range(count):
         k = sample_kernel(rng, cfg.kernels.motion_fraction, cfg.kernels.max_size)
         out.append((f"{split}-{image}-k{j}", k))
     return out
@@ -89,7 +91,7 @@ def depth_maps(folder: str, names: list[str], max_side: int) -> dict[str, tuple[
 
 def degrade_tasks(params: Params, prepared: Path, manifest: list[dict], out: Path, quiet: bool) -> list[dict]:
     """Rain or haze on every val/test image (``per_image`` draws each); returns the sample rows."""
-    spec, seed, task = task_spec(params.base.task, params.degrade), params.base.seed, params.base.task
+    spec, seed, task = task_spec(params.base.task, params.degrade), params.base.split_seed, params.base.task
     per_image = params.degrade.rain.per_image if task == "derain" else params.degrade.haze.per_image
     rows = [r for r in manifest if r["split"] in ("test", "val")]
     folder = params.degrade.haze.depth_folder if task == "dehaze" else ""
@@ -119,7 +121,7 @@ def main() -> None:
     args = p.parse_args()
     params = load_params(args.params, args.task)
     fill_paths(args, params.base.task, prepared="prepared", out="degraded")
-    cfg, seed = params.degrade, params.base.seed
+    cfg, seed = params.degrade, params.base.split_seed
     with stage_run("degrade", params) as tracker:
         manifest = io.read_csv(Path(args.prepared) / "manifest.csv")
         with io.atomic_dir(args.out) as out:

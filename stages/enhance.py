@@ -15,7 +15,7 @@ kept or dropped, float kept, fewer bits, channel by channel) gets one log line p
 file is written atomically: an interrupted or failed run never leaves a half-written file. A bad
 image in a folder is reported and skipped; the run then ends with exit code 2 listing the failures.
 
---model is a checkpoint file (models/<task>/model.pt, what `dvc repro` trains) or an MLflow model URI
+--model is a checkpoint file (models/<task>/seed-<S>/model.pt, what `dvc repro` trains) or an MLflow model URI
 (runs:/<run_id>/model, models:/hyperguide-deblur/<version>) from the store MLFLOW_TRACKING_URI
 names (default sqlite:///mlflow.db). Either way the weights are read with
 torch.load(weights_only=True): nothing is unpickled.
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="which kernel (1-based) when the file holds several")
     p.add_argument("--model", default=None,
                    help="checkpoint file or MLflow model URI (runs:/<run_id>/model, models:/<name>/<version>);"
-                        " default models/<task>/model.pt")
+                        " default models/<task>/seed-0/model.pt")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present, else CPU")
     p.add_argument("--max-megapixels", type=float, default=1.0, metavar="MP",

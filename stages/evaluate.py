@@ -1,7 +1,7 @@
 """DVC stage ``evaluate``: every method on the test split (the protocol of ``pipeline.evaluation``).
 
     python -m stages.evaluate --params params.yaml --task deblur --prepared data/deblur/prepared \
-        --degraded data/deblur/degraded --models models/deblur --tuned tuned/deblur.yaml --out results/deblur
+        --degraded data/deblur/degraded --models models/deblur --tuned tuned/deblur --out results/deblur
 
 Deblurring methods: ``input``, ``learned`` (the trained unfolded model), IRCNN and DPIR
 plug-and-play with the pre-trained denoiser told a nominal level (``*_blind``), the true one
@@ -14,9 +14,17 @@ proxy's map against the true one), ``stages.csv`` (learned rho_k and guidance pe
 Rain and haze (``base.task`` derain / dehaze): ``input``, ``learned``, ``classical`` (median
 filtering / the dark channel prior with a guided filter); ``metrics.json`` has the same shape with
 no noise levels (``psnr_mean``/``ssim_mean`` over every test sample); ``evaluate.real_folder``
-photos are restored for the report. For every task of ``tasks.ablate``, ``no_guidance``: the model
-trained with ``model.guidance: none`` (``--ablation-model``; by default
-``<models>/no_guidance/model.pt`` from the ``ablate`` stage).
+photos are restored for the report. Every task: the controls of ``tasks.controls``
+(``no_guidance``, ``estimated_guidance``: the ``ablate`` stage's models, the same model trained
+with only its guidance replaced); deblurring also ``ircnn_estimated_ft`` and
+``optuna_per_noise_ft`` (those baselines with the learned model's fine-tuned denoiser).
+
+Seeds: every training seed of ``base.seeds`` is scored on the same test samples with its own
+models and tuned schedules (``<models>/seed-<S>``, ``<tuned>/seed-<S>.yaml``); ``metrics.json``
+holds the means over samples x seeds, the spread over seeds (``*_std_seeds``) and ``comparisons``:
+the paired difference of every headline pair with its 95 % interval (``ci_method``); the rows of
+``per_image.csv``, ``stages.csv`` and ``guidance.csv`` carry a ``seed`` column. Visuals and the
+real photos are the first seed's.
 """
 from __future__ import annotations
 
@@ -26,13 +34,13 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import io
-from pipeline.checkpoint import load_ablation, load_model
+from pipeline.checkpoint import load_control, load_model
 from pipeline.data import hwc_to_chw, limit_size
 from pipeline.datasets import iter_split, sample_rows
 from pipeline.device import pick_device, set_threads
-from pipeline.evaluation import Methods, evaluate, method_names, needs_tuned, restore_task, select_methods, \
-    visual_arrays
-from stages.common import fill_paths, log, load_params, parser, run_main
+from pipeline.evaluation import Methods, evaluate, mean_psnr, merge_seeds, method_names, needs_tuned, restore_task, \
+    select_methods, visual_arrays
+from stages.common import fill_paths, log, load_params, parser, run_main, seed_folder
 from stages.tracking import stage_run
 
 
@@ -61,55 +69,64 @@ def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
     return len(paths)
 
 
-def ablation_path(params, args) -> str:
-    """``--ablation-model``, or for the tasks of ``tasks.ablate`` the ``ablate`` stage's model."""
-    if args.ablation_model or params.base.task not in params.tasks.ablate:
-        return args.ablation_model
-    path = Path(args.models) / "no_guidance" / "model.pt"
-    if not path.is_file():
-        task = params.base.task
-        raise io.InputError(f"{path}: missing, and tasks.ablate names {task}: train it with "
-                            f"`dvc repro ablate@{task}` (python -m stages.train --task {task} --guidance none)")
-    return str(path)
+def seed_methods(params, args, seed: int, names: tuple[str, ...] | None, device) -> Methods:
+    """The methods of one training seed: ``<models>/seed-<seed>/model.pt`` (``learned``, its
+    pre-trained denoiser for plug-and-play), the controls of ``tasks.controls`` beside it
+    (``<control>/model.pt``: each must exist) and ``<tuned>/seed-<seed>.yaml``."""
+    task, cfg = params.base.task, params.evaluate
+    folder = seed_folder(args.models, seed)
+    model, denoiser, _ = load_model(folder / "model.pt", task=task, device=device)
+    controls = {}
+    for control in params.tasks.controls:
+        path = folder / control / "model.pt"
+        if not path.is_file():
+            raise io.InputError(f"{path}: missing, and tasks.controls names {control}: train it with "
+                                f"`dvc repro ablate@{task}-{seed}-{control}` "
+                                f"(python -m stages.train --task {task} --seed {seed} --control {control})")
+        controls[control] = load_control(path, task, control, device)
+    names = names or select_methods(method_names(task), [], controls)
+    tuned = io.read_yaml(Path(args.tuned) / f"seed-{seed}.yaml") if needs_tuned(names) else None
+    return Methods(task, names, model, device, denoiser, controls, tuned, cfg.nominal_sigma / 100.0,
+                   cfg.ircnn_iters, cfg.dpir_iters)
 
 
 def main() -> None:
     p = parser(__doc__, data=True)
-    p.add_argument("--models", default=None, help="default models/<task>")
-    p.add_argument("--tuned", default=None, help="the tune stage's winners (default tuned/<task>.yaml)")
+    p.add_argument("--models", default=None, help="the task's models, one seed-<S> folder per seed (default models/<task>)")
+    p.add_argument("--tuned", default=None, help="the tune stage's winners, seed-<S>.yaml per seed (default tuned/<task>)")
     p.add_argument("--out", default=None, help="default results/<task>")
-    p.add_argument("--ablation-model", default="",
-                   help="a model trained with guidance 'none', evaluated as no_guidance (default for "
-                        "the tasks of tasks.ablate: <models>/no_guidance/model.pt)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
-    task, cfg = params.base.task, params.evaluate
-    fill_paths(args, task, prepared="prepared", degraded="degraded", models="models", tuned="tuned", out="results")
+    task, cfg, seeds = params.base.task, params.evaluate, params.base.seeds
+    fill_paths(args, task, prepared="prepared", degraded="degraded", models="models_root", tuned="tuned_root",
+               out="results")
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
-    model, denoiser, _ = load_model(Path(args.models) / "model.pt", task=task, device=device)
-    ablation = load_ablation(path, task, device) if (path := ablation_path(params, args)) else None
-    names = select_methods(method_names(task), [], ablation is not None)
-    tuned = io.read_yaml(args.tuned) if needs_tuned(names) else None
-    methods = Methods(task, names, model, device, denoiser, ablation, tuned, cfg.nominal_sigma / 100.0,
-                      cfg.ircnn_iters, cfg.dpir_iters)
     rows = sample_rows(args.degraded, "test")
     if not rows:
         raise io.InputError(f"{Path(args.degraded) / 'samples.csv'}: no test samples")
     visual_ids = pick_visuals(rows, cfg.n_visuals)
 
-    with stage_run("evaluate", params, {"device": str(device)}) as tracker:
+    with stage_run("evaluate", params, {"device": str(device), "seeds": ",".join(map(str, seeds))}) as tracker:
         with io.atomic_dir(args.out) as out:
-            def write_visual(sample, res) -> None:
-                if sample.sample_id in visual_ids:
-                    io.save_npz(out / "visuals" / f"{sample.sample_id}.npz", **visual_arrays(sample, res))
+            results, names, first_model = [], None, None
+            for seed in seeds:
+                methods = seed_methods(params, args, seed, names, device)
+                names = methods.names  # every seed runs the methods of the first
+                first_model = first_model if results else methods.model
 
-            samples = tqdm(iter_split(args.prepared, args.degraded, rows), total=len(rows), desc="evaluate",
-                           disable=args.quiet)
-            result = evaluate(samples, methods, extras=write_visual)
+                def write_visual(sample, res, seed=seed) -> None:
+                    if seed == seeds[0] and sample.sample_id in visual_ids:  # the first seed's outputs
+                        io.save_npz(out / "visuals" / f"{sample.sample_id}.npz", **visual_arrays(sample, res))
+
+                samples = tqdm(iter_split(args.prepared, args.degraded, rows), total=len(rows),
+                               desc=f"evaluate seed {seed}", disable=args.quiet)
+                results.append(evaluate(samples, methods, extras=write_visual, seed=seed))
+                log.info("%s seed %d: mean PSNR %s", task, seed, mean_psnr(results[-1].metrics))
+            result = merge_seeds(results)
             metrics = {**result.metrics, **result.guidance_metrics}
             if task != "deblur" and cfg.real_folder:
-                metrics["n_real"] = restore_real(task, cfg, model, device, out / "real", args.quiet)
+                metrics["n_real"] = restore_real(task, cfg, first_model, device, out / "real", args.quiet)
             io.write_json(out / "metrics.json", metrics)
             io.write_csv(out / "per_image.csv", result.rows)
             io.write_csv(out / "guidance.csv", result.guidance_rows)
@@ -117,10 +134,11 @@ def main() -> None:
             if result.levels:
                 io.write_csv(out / "psnr_by_noise.csv", result.level_rows)
         tracker.log_metrics({**{f"{m}/{k}": v[k] for m, v in metrics["methods"].items() for k in ("psnr_mean", "ssim_mean")},
+                             **{f"{c['a']}-vs-{c['b']}/diff_psnr": c["diff_mean"] for c in metrics["comparisons"]},
                              **result.guidance_metrics})
         tracker.log_artifact(Path(args.out) / "metrics.json")
         tracker.log_artifact(Path(args.out) / "per_image.csv")
-        log.info("%s: mean PSNR %s", task, {m: round(v["psnr_mean"], 2) for m, v in metrics["methods"].items()})
+        log.info("%s (%d seed%s): mean PSNR %s", task, len(seeds), "s" * (len(seeds) > 1), mean_psnr(metrics))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main() -> None:
     with stage_run("prepare", params) as tracker:
         items = sources(cfg)
         try:
-            splits = assign_splits([n for n, _ in items], cfg.split.test, cfg.split.val, params.base.seed, cfg.holdout)
+            splits = assign_splits([n for n, _ in items], cfg.split.test, cfg.split.val, params.base.split_seed, cfg.holdout)
         except ValueError as exc:
             raise io.InputError(f"prepare.split: {exc}") from exc
         rows = []

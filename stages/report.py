@@ -3,7 +3,7 @@
     python -m stages.report --params params.yaml --results results --models models --out reports
 
 Reads only what earlier stages wrote, per task: ``results/<task>/metrics.json`` (required),
-``per_image.csv``, ``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/<task>/history.csv``
+``per_image.csv``, ``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/<task>/seed-<S>/history.csv``
 and ``train.json`` (each optional: a missing one empties its section and is named on the page).
 ``--task T`` makes the report of that task alone. Several tasks: an overview table (the learned
 method against the best other method, per task), then each task's sections. A rain or haze
@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from pipeline import io  # noqa: E402
 from pipeline.report.page import Report, ReportInputs, build_report, order_visuals, psnr_gap, render_html, \
     render_markdown  # noqa: E402
-from stages.common import load_params, log, parser, run_main  # noqa: E402
+from stages.common import load_params, log, parser, run_main, seed_folder  # noqa: E402
 from stages.tracking import stage_run  # noqa: E402
 
 
@@ -97,13 +97,15 @@ def write_report(report: Report, out: Path) -> list[Path]:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--results", default="results", help="the evaluate stages' output: <results>/<task>/")
-    p.add_argument("--models", default="models", help="the train stages' output: <models>/<task>/")
+    p.add_argument("--models", default="models",
+                   help="the train stages' output: <models>/<task>/seed-<S>/ (the curves of the first seed of base.seeds)")
     p.add_argument("--out", default="reports", help="report folder (replaced as a whole)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
     tasks = [args.task] if args.task else list(params.tasks.run)
     by_task = {t: load_params(args.params, t) for t in tasks}
-    inputs = {t: load_inputs(Path(args.results) / t, Path(args.models) / t) for t in tasks}
+    inputs = {t: load_inputs(Path(args.results) / t, seed_folder(Path(args.models) / t, params.base.seeds[0]))
+              for t in tasks}
     for t, got in inputs.items():
         for path in got.missing:
             log.warning("report input not found, its section stays empty: %s", path)

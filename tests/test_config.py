@@ -44,8 +44,8 @@ def test_real_photos_are_for_rain_and_haze_only():
         params_from_dict({"evaluate": {"real_folder": "photos"}}, "dehaze")  # the deblur task is checked too
 
 
-def test_tasks_ablate_defaults_to_the_rain_and_haze_tasks_that_run():
-    assert params_from_dict({}).tasks.ablate == ("derain", "dehaze")
-    assert params_from_dict({"tasks": {"run": ["deblur", "dehaze"]}}).tasks.ablate == ("dehaze",)
-    assert params_from_dict({"tasks": {"run": ["deblur"]}}).tasks.ablate == ()
-    assert params_from_dict({"tasks": {"run": ["derain"], "ablate": []}}, "derain").tasks.ablate == ()
+def test_every_control_and_one_seed_by_default_with_the_data_seed_apart():
+    p = params_from_dict({})
+    assert p.tasks.controls == ("no_guidance", "estimated_guidance") and p.base.seeds == (0,) and p.base.split_seed == 0
+    assert params_from_dict({"tasks": {"controls": []}}).tasks.controls == ()
+    assert params_from_dict({"base": {"seeds": [3, 1], "split_seed": 7}}).base.seeds == (3, 1)

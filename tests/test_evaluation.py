@@ -12,7 +12,8 @@ from pipeline import io
 from pipeline.config import ModelConfig
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.datasets import Sample, blurred_samples, pair_samples
-from pipeline.evaluation import ALL_METHODS, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, Methods, aggregate, \
+from pipeline.evaluation import ALL_METHODS, ESTIMATED_GUIDANCE, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, \
+    Methods, aggregate, headline_pairs, merge_seeds, \
     evaluate, evaluate_learned, gap_summary, markdown_table, method_names, mismatch_rows, mismatch_table, restore, \
     score, select_methods
 from pipeline.metrics import PSNR_CAP_DB
@@ -27,8 +28,8 @@ TUNED = {"global": {"lam": 1e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 4
 CPU = torch.device("cpu")
 
 
-def model(guidance: str = "learned", task: str = "deblur", channels: int = 1):
-    torch.manual_seed(0)
+def model(guidance: str = "learned", task: str = "deblur", channels: int = 1, seed: int = 0):
+    torch.manual_seed(seed)
     cfg = ModelConfig(**{**CFG.__dict__, "guidance": guidance})
     return build_model(cfg, channels, task=task).eval()
 
@@ -43,16 +44,19 @@ def blurred(tmp_path_factory) -> list[Sample]:
     return list(blurred_samples(io.list_images(folder), [("k0", k / k.sum())], [1.0, 5.0], seed=0))
 
 
-def test_no_guidance_runs_only_with_an_ablation_model():
+def test_a_control_runs_only_with_its_model():
     known = method_names("deblur", oracle=True)
-    assert known[-2:] == (ORACLE, NO_GUIDANCE) and set(ALL_METHODS) < set(known)
-    assert select_methods(known, [], have_ablation=False) == known[:-1]
-    assert select_methods(known, [], have_ablation=True) == known
-    assert select_methods(TASK_METHODS, ["classical", "input"], False) == ("classical", "input")  # asked order
-    with pytest.raises(io.InputError, match="no_guidance needs an ablation model"):
-        select_methods(known, ["learned", NO_GUIDANCE], have_ablation=False)
+    assert known[-4:] == (ORACLE, "oracle_per_image_ft", NO_GUIDANCE, ESTIMATED_GUIDANCE) and set(ALL_METHODS) < set(known)
+    assert select_methods(known, []) == known[:-2]
+    assert select_methods(known, [], [NO_GUIDANCE]) == known[:-1]
+    assert select_methods(known, [], [NO_GUIDANCE, ESTIMATED_GUIDANCE]) == known
+    assert select_methods(TASK_METHODS, ["classical", "input"]) == ("classical", "input")  # asked order
+    with pytest.raises(io.InputError, match="no_guidance: needs its control model"):
+        select_methods(known, ["learned", NO_GUIDANCE])
     with pytest.raises(io.InputError, match="unknown"):
-        select_methods(TASK_METHODS, ["ircnn_true"], False)
+        select_methods(TASK_METHODS, ["ircnn_true"])
+    with pytest.raises(io.InputError, match="estimated_guidance: needs its control model"):
+        Methods("deblur", ("learned", ESTIMATED_GUIDANCE), model(), CPU)
     with pytest.raises(io.InputError, match="no pre-trained denoiser"):
         Methods("deblur", ("learned", "ircnn_true"), model(), CPU)
     with pytest.raises(io.InputError, match="tuned.yaml"):
@@ -62,7 +66,8 @@ def test_no_guidance_runs_only_with_an_ablation_model():
 def test_the_tables_of_one_run_agree_with_each_other_and_with_the_methods(blurred):
     net = model()
     names = ("input", "learned", "ircnn_true", "true_sigma_map", "optuna_per_noise", "wiener", NO_GUIDANCE)
-    methods = Methods("deblur", names, net, CPU, net.denoiser, model("none"), TUNED, 0.01, ircnn_iters=3, dpir_iters=2)
+    methods = Methods("deblur", names, net, CPU, net.denoiser, {NO_GUIDANCE: model("none")}, TUNED, 0.01, ircnn_iters=3,
+                      dpir_iters=2)
     seen = []
     result = evaluate(blurred, methods, extras=lambda s, res: seen.append((s.sample_id, list(res.outputs))))
     assert [s for s, _ in seen] == [s.sample_id for s in blurred] and all(o == list(names) for _, o in seen)
@@ -105,7 +110,7 @@ def test_rain_pairs_without_a_target_score_learned_and_refuse_oracle_guidance(tm
         io.write_image(tmp_path / "rain" / f"{i}.png", y.transpose(1, 2, 0))
         io.write_image(tmp_path / "norain" / f"{i}.png", x)
     pairs = io.list_pairs(tmp_path, "rain", "norain")
-    names = select_methods(TASK_METHODS, [], have_ablation=False)
+    names = select_methods(TASK_METHODS, [])
     result = evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3), CPU))
     assert result.metrics["task"] == "derain" and result.metrics["noise_levels"] == [] and result.levels == []
     assert list(result.metrics["methods"]) == ["input", "learned", "classical"] and "n_kernels" not in result.metrics
@@ -168,3 +173,58 @@ def test_capped_psnrs_are_named_in_the_metrics():
     metrics = aggregate(rows, [], ("input", "learned"))
     assert metrics["psnr_capped"] == {"input": ["a"]} and metrics["psnr_cap_db"] == PSNR_CAP_DB
     assert "psnr_capped" not in aggregate(rows[1:], [], ("input", "learned"))
+
+
+def test_the_ft_baselines_run_the_learned_models_denoiser_and_nothing_else(blurred):
+    net = model()
+    names = ("ircnn_estimated", "ircnn_estimated_ft", "optuna_per_noise", "optuna_per_noise_ft")
+    same = restore_sample_outputs(blurred[0], Methods("deblur", names, net, CPU, net.denoiser, tuned=TUNED, ircnn_iters=3))
+    # with the learned model's own denoiser as the pre-trained one, each *_ft is its baseline exactly
+    assert np.array_equal(same["ircnn_estimated"], same["ircnn_estimated_ft"])
+    assert np.array_equal(same["optuna_per_noise"], same["optuna_per_noise_ft"])
+    other = model(seed=1).denoiser  # another prior: only the baselines change
+    moved = restore_sample_outputs(blurred[0], Methods("deblur", names, net, CPU, other, tuned=TUNED, ircnn_iters=3))
+    assert np.array_equal(moved["ircnn_estimated_ft"], same["ircnn_estimated_ft"])
+    assert not np.allclose(moved["ircnn_estimated"], same["ircnn_estimated"])
+
+
+def restore_sample_outputs(sample, methods):
+    from pipeline.evaluation import restore_sample
+    return restore_sample(sample, methods).outputs
+
+
+def test_seeds_merge_into_means_spreads_and_paired_comparisons(blurred):
+    names = ("input", "learned", "ircnn_estimated", NO_GUIDANCE, ESTIMATED_GUIDANCE)
+    results = []
+    for seed in (0, 1):
+        net = model(seed=seed)
+        controls = {NO_GUIDANCE: model("none", seed=seed), ESTIMATED_GUIDANCE: model("estimated", seed=seed)}
+        results.append(evaluate(blurred, Methods("deblur", names, net, CPU, net.denoiser, controls, ircnn_iters=3),
+                                seed=seed))
+    merged = merge_seeds(results)
+    m = merged.metrics
+    assert m["seeds"] == [0, 1] and {r["seed"] for r in merged.rows} == {0, 1}
+    assert len(merged.rows) == 2 * len(blurred) * len(names)
+    for name in names:
+        per_seed = [r.metrics["methods"][name]["psnr_mean"] for r in results]
+        assert m["methods"][name]["psnr_mean"] == pytest.approx(np.mean(per_seed))
+        assert m["methods"][name]["psnr_std_seeds"] == pytest.approx(np.std(per_seed, ddof=1))
+    pairs = [(c["a"], c["b"]) for c in m["comparisons"]]
+    assert pairs == headline_pairs("deblur", names)
+    assert ("learned", "input") not in pairs and (ESTIMATED_GUIDANCE, NO_GUIDANCE) in pairs
+    c = m["comparisons"][0]
+    assert c["n"] == 2 * len(blurred) and c["seeds"] == [0, 1] and set(c["per_level"]) == {"1", "5"}
+    diffs = [a["psnr"] - b["psnr"] for a, b in zip(
+        (r for r in merged.rows if r["method"] == c["a"]), (r for r in merged.rows if r["method"] == c["b"]))]
+    assert c["diff_mean"] == pytest.approx(np.mean(diffs)) and c["ci95"][0] < c["diff_mean"] < c["ci95"][1]
+
+
+def test_the_estimated_control_feeds_the_classical_level_as_a_constant_map(blurred):
+    from pipeline.physics.blur import BlurPhysics
+    from pipeline.physics.noise import estimate_noise_level
+    control, s = model("estimated"), blurred[-1]
+    out = control(BlurPhysics(torch.from_numpy(s.y)[None], torch.from_numpy(s.kernel)))
+    level = estimate_noise_level(s.y)
+    last = out.guidance[-1]  # the decay ends at the level (times the gain, zero at init)
+    assert torch.allclose(last, torch.full_like(last, level), rtol=1e-5) and out.proxy_maps == []
+    assert torch.allclose(out.rhos, control.penalties(torch.tensor([level])), rtol=1e-5)

@@ -2,25 +2,14 @@
 
 The same loop as the unfolded model (:func:`pipeline.models.unfolded.hqs`), with the proxy
 replaced by a schedule; the noise level a method is told comes from the truth, a nominal
-guess, or a classical estimator (:func:`estimate_noise_level`).
+guess, or a classical estimator (:func:`pipeline.physics.noise.estimate_noise_level`).
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-from skimage.restoration import estimate_sigma
 
 from pipeline.baselines.schedules import IRCNN, SIGMA_START, Schedule, geometric
 from pipeline.models.unfolded import Physics, UnfoldedOutput, constant_maps, hqs
-
-
-def estimate_noise_level(y: np.ndarray) -> float:
-    """Noise std of ``y (C, H, W)`` by wavelet MAD (``skimage.restoration.estimate_sigma``,
-    Donoho & Johnstone), averaged over channels; [0, 1] units."""
-    img = np.moveaxis(np.asarray(y, dtype=np.float64), 0, -1)
-    channel_axis = -1 if img.shape[-1] > 1 else None
-    img = img if channel_axis is not None else img[..., 0]
-    return float(estimate_sigma(img, channel_axis=channel_axis, average_sigmas=True))
 
 
 @torch.no_grad()

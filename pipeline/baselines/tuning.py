@@ -71,6 +71,55 @@ def rule_starts(level_percent: float, max_iterations: int) -> list[dict]:
             {"lam": DPIR.lam(sigma), "s_start": SIGMA_START, "s_end": sigma, "iterations": DPIR.iterations}]
 
 
+RULE_NAMES = ("ircnn", "dpir")  # the order of :func:`rule_starts`
+# How the tuning budget is split: the blind global schedule, all per-level schedules together,
+# all classical knobs together (each group shared equally among its searches).
+BUDGET_SHARES = {"global": 1 / 3, "per_noise": 1 / 2, "classical": 1 / 6}
+
+
+def budget_split(total_cpu_seconds: float, levels: Sequence[str], classical: Sequence[str]) -> dict[str, float]:
+    """CPU-seconds per search (``global``, ``noise-<level>``, each classical method) from the
+    total, by :data:`BUDGET_SHARES`; the shares sum to the total."""
+    out = {"global": total_cpu_seconds * BUDGET_SHARES["global"]}
+    out.update({f"noise-{lvl}": total_cpu_seconds * BUDGET_SHARES["per_noise"] / len(levels) for lvl in levels})
+    out.update({m: total_cpu_seconds * BUDGET_SHARES["classical"] / len(classical) for m in classical})
+    return out
+
+
+def keep_or_rule(best_params: Mapping[str, float], best_value: float, starts: Sequence[dict],
+                 start_values: Sequence[float]) -> dict:
+    """The winner of a schedule search: the tuned schedule only if it beats every rule it started
+    from on the same validation samples (``start_values``, in :data:`RULE_NAMES` order), else the
+    best rule; ``kept`` says which (``tuned`` | ``rule``), ``source`` the rule kept, and
+    ``rule_val_psnr`` the best rule's value."""
+    rule = int(np.argmax(start_values)) if len(start_values) else None
+    if rule is None or best_value > start_values[rule]:
+        winner = {**best_params, "val_psnr": round(best_value, 4), "kept": "tuned"}
+    else:
+        winner = {**{k: starts[rule][k] for k in best_params}, "val_psnr": round(start_values[rule], 4),
+                  "kept": "rule", "source": RULE_NAMES[rule]}
+    if rule is not None:
+        winner["rule_val_psnr"] = round(float(start_values[rule]), 4)
+    return winner
+
+
+def oracle_starts(tuned: Mapping | None, told_percent: Sequence[float], max_iterations: int) -> list[dict]:
+    """What a per-image search queues first: the IRCNN and DPIR rules at every level a
+    plug-and-play method was told on the sample (``told_percent``: nominal, true, estimated), then
+    the tuned global schedule and every tuned per-level one, as points of the searched family
+    (extra keys of ``tuned.yaml`` dropped); duplicates once, in that order."""
+    keys = ("lam", "s_start", "s_end", "iterations")
+    points = [p for level in told_percent for p in rule_starts(level, max_iterations)]
+    if tuned:
+        points += [tuned["global"], *tuned["per_noise"].values()]
+    out: list[dict] = []
+    for p in points:
+        point = {k: p[k] for k in keys}
+        if point not in out:
+            out.append(point)
+    return out
+
+
 def subset(samples: list[Sample], n: int, seed: int, label: object) -> list[Sample]:
     """At most ``n`` of ``samples``, a seeded choice per ``label``, in their order."""
     if len(samples) <= n:

@@ -2,7 +2,8 @@
 
 The ``train`` stage and the sweep's trials both train through :func:`train` (or
 :func:`build_training` + :func:`run_training`), so a trial of a sweep and the stage with the same
-params train exactly alike. Randomness comes only from ``base.seed``, through named streams of
+params train exactly alike. Randomness comes only from ``base.seed`` (the training seed; the data
+it reads were drawn from ``base.split_seed``), through named streams of
 :func:`pipeline.generators.seeds.derive_seed`: ``init`` (the model's initial weights, drawn from a
 forked torch generator, so the global one is left as it was), ``train-kernels`` (the deblurring
 kernel bank) and ``train-stream`` (every patch, level and noise draw of the run).
@@ -96,7 +97,9 @@ def init_model(cfg: ModelConfig, channels: int, task: str, seed: int) -> nn.Modu
 def config_key(params: Params, prepared: Path, degraded: Path) -> str:
     """16 hex digits over the params that shape a run and the data it reads (the manifest and the
     sample list): a checkpoint trained on other images never resumes."""
-    src = json.dumps({**{k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")},
+    shaping = {k: to_dict(getattr(params, k)) for k in ("base", "prepare", "degrade", "model", "train")}
+    shaping["base"].pop("seeds")  # which other seeds run beside this one shapes nothing of it
+    src = json.dumps({**shaping,
                       "data": [io.sha256_file(Path(prepared) / "manifest.csv"),
                                io.sha256_file(Path(degraded) / "samples.csv")]}, sort_keys=True)
     return hashlib.sha256(src.encode()).hexdigest()[:16]

@@ -16,6 +16,7 @@ from torch import nn
 
 from pipeline.models.unfolded import UnfoldedHQS, constant_maps, hqs
 from pipeline.physics.blur import BlurPhysics
+from pipeline.physics.noise import estimated_level_map
 
 
 def even_sized(proxy: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,10 @@ def unfolded(model: UnfoldedHQS, denoiser: nn.Module, proxy: nn.Module, physics:
             raise ValueError("tiling supports models with proxy_sharing 'once' only")
         out = model(physics)
         return Enhanced(out.x.float(), out.proxy_maps[0].float())
-    level_map = even_sized(proxy, physics.init()).float()
+    if model.guidance_mode == "estimated":  # the control: the classical estimate stands for the proxy
+        level_map = estimated_level_map(physics.init()).float()
+    else:
+        level_map = even_sized(proxy, physics.init()).float()
     if getattr(model, "proxy_output", "map") == "scalar":
         level_map = level_map.mean(dim=(2, 3), keepdim=True).expand_as(level_map)
     rhos = model.penalties(level_map.flatten(1).mean(1), level_map)

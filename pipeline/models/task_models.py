@@ -9,7 +9,10 @@ The guidance map of stage ``k`` is ``g_k = exp(a_k) (s_k + exp(c) level)``: the 
 schedule ``s_k`` raised where the proxy's map says the stage input is still degraded (``a_k``,
 ``c`` learned; ``c`` starts small, so an untrained model stays close to the classical estimate
 it starts from). ``g_k`` conditions the denoiser and the network that refines the hidden part of
-the operator; ``guidance: none`` feeds both the nominal ``s_k`` (the same architecture).
+the operator; ``guidance: none`` feeds both the nominal ``s_k`` (the same architecture);
+``guidance: estimated`` replaces the proxy's map by the classical start's own level, one constant
+per image (rain: the mean of the classical streak bound; haze: the dark channel prior's mean haze
+``1 - t_dcp``, its transmission left uncorrected): the control that isolates the proxy's share.
 
 The denoiser is the pre-trained one, held fixed in the bilevel phase (plug-and-play, as IRCNN /
 DPIR): fine-tuned end to end on the few training images it learnt their rain and haze as a
@@ -40,7 +43,7 @@ from torch import nn
 from pipeline.baselines.schedules import SIGMA_START, ircnn_schedule
 from pipeline.models.denoiser import ConditionedDenoiser
 from pipeline.models.proxy import conv_stack
-from pipeline.models.unfolded import UnfoldedOutput
+from pipeline.models.unfolded import GUIDANCE_MODES, UnfoldedOutput
 from pipeline.physics.haze import CORRECTION_LIMIT, T_MIN, HazePhysics, dark_channel_estimate
 from pipeline.physics.rain import RainPhysics, median_background
 
@@ -78,7 +81,7 @@ class _TaskUnfolded(nn.Module):
     def __init__(self, denoiser: ConditionedDenoiser, stages: int, guidance_mode: str, nominal_sigma: float,
                  sigma_start: float, level_scale: float):
         super().__init__()
-        if guidance_mode not in ("learned", "none", "oracle"):
+        if guidance_mode not in GUIDANCE_MODES:
             raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
         self.denoiser, self.stages, self.guidance_mode, self.sigma_start = denoiser, stages, guidance_mode, sigma_start
         self.log_rho = nn.Parameter(_nominal_log_rhos(stages, nominal_sigma, sigma_start))
@@ -122,6 +125,12 @@ class _TaskUnfolded(nn.Module):
         if self.guidance_mode == "none":
             return nominal.expand(z.shape[0], 1, *z.shape[-2:])
         return torch.exp(self.guidance_gain[k]) * (nominal + torch.exp(self.level_scale) * level)
+
+
+def constant_level(level_map: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` -> each image's mean, broadcast back to ``(B, 1, H, W)``: one level per
+    image, as the ``estimated`` control's classical estimate (no gradient reaches the map)."""
+    return level_map.detach().mean(dim=(2, 3), keepdim=True).expand_as(level_map)
 
 
 def streak_bound(y: torch.Tensor, size: int = STREAK_WIDTH) -> torch.Tensor:
@@ -179,7 +188,7 @@ class UnfoldedDerain(_TaskUnfolded):
         if self.guidance_mode == "oracle" and density is None:
             raise ValueError("guidance_mode 'oracle' needs the true density map")
         pred = self.estimate_density(y)
-        level = density if self.guidance_mode == "oracle" else pred
+        level = {"oracle": density, "estimated": constant_level(streak_bound(y))}.get(self.guidance_mode, pred)
         # the first estimate: the classical decomposition (rain is thin and bright)
         x = median_background(y)
         bound = streak_bound(y)
@@ -238,11 +247,11 @@ class UnfoldedDehaze(_TaskUnfolded):
             t0, airlight = dark_channel_estimate(y)
         pred = self.estimate_correction(y, t0)
         correction = true_correction if self.guidance_mode == "oracle" else pred
-        if self.guidance_mode == "none":
+        if self.guidance_mode in ("none", "estimated"):
             correction = torch.zeros_like(pred)
         # the guidance corrects the classical transmission; its size is the residual level
         t = (t0 * torch.exp(correction)).clamp(T_MIN, 1.0)
-        level = correction.abs()
+        level = constant_level(1.0 - t0) if self.guidance_mode == "estimated" else correction.abs()
         x = HazePhysics(y, t, airlight).init()
         rhos = torch.exp(self.log_rho)
         maps = []

@@ -19,6 +19,9 @@ from torch import nn
 from pipeline.baselines.schedules import SIGMA_START, geometric, ircnn_schedule
 from pipeline.models.denoiser import ConditionedDenoiser
 from pipeline.models.proxy import GuidanceProxy
+from pipeline.physics.noise import estimated_level_map
+
+GUIDANCE_MODES = ("learned", "none", "estimated", "oracle")
 
 
 class Physics(Protocol):
@@ -104,8 +107,10 @@ class UnfoldedHQS(nn.Module):
             and the ``none`` ablation's schedule).
         sigma_start: first strength of the schedules.
         guidance_mode: ``learned`` (the proxy), ``none`` (the nominal rule's ``sigma_k`` as
-            constant maps and its ``rho_k``: the no-guidance ablation), ``oracle`` (the true
-            noise map in place of the proxy's: a bound).
+            constant maps and its ``rho_k``: the no-guidance ablation), ``estimated`` (the proxy's
+            map replaced by the constant level ``skimage.restoration.estimate_sigma`` gives for
+            ``y``, ``rho_k`` from the same level: the control that isolates the proxy's own share),
+            ``oracle`` (the true noise map in place of the proxy's: a bound).
         rho_mode: ``estimated`` or ``nominal``.
         learn_rho: learn a per-stage log-gain on ``rho_k`` as well (beyond the paper).
         lam_factor: ``lambda = lam_factor * sigma^2`` (IRCNN: 1/3).
@@ -126,7 +131,7 @@ class UnfoldedHQS(nn.Module):
                  activation_checkpointing: bool = False):
         super().__init__()
         self.activation_checkpointing = activation_checkpointing
-        if guidance_mode not in ("learned", "none", "oracle"):
+        if guidance_mode not in GUIDANCE_MODES:
             raise ValueError(f"unknown guidance_mode {guidance_mode!r}")
         if rho_mode not in ("estimated", "nominal", "predicted"):
             raise ValueError(f"unknown rho_mode {rho_mode!r}")
@@ -232,6 +237,8 @@ class UnfoldedHQS(nn.Module):
             if target is None:
                 raise ValueError("guidance_mode 'oracle' needs the true guidance target (the noise-level map)")
             level_map = target
+        elif self.guidance_mode == "estimated":
+            level_map = estimated_level_map(physics.init())
         else:
             level_map = self.estimate_guidance(physics.init())
         rhos = self.penalties(level_map.flatten(1).mean(1), level_map)

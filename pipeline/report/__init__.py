@@ -22,8 +22,9 @@ METHOD_ORDER = (
     "true_sigma_map",
     "learned",
 )
-# Methods that see information a real method cannot (the true noise map): shown, never "best".
-BOUND_METHODS = frozenset({"true_sigma_map"})
+# Methods that see information a real method cannot (the true noise map, the ground truth of the
+# image: the per-image oracles): shown, never "best".
+BOUND_METHODS = frozenset({"true_sigma_map", "oracle_per_image", "oracle_per_image_ft"})
 HIGHLIGHT = "learned"
 
 _COLOURS = {

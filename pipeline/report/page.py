@@ -26,8 +26,11 @@ from pipeline.report import BOUND_METHODS, HIGHLIGHT, ordered_methods
 from pipeline.report import figures as figs
 
 DAGGER = "†"
-BOUND_NOTE = (f"{DAGGER} Bound, not a competitor: driven by the true per-pixel noise map, which a real method "
-              "does not have; excluded when picking the best value of a row.")
+BOUND_NOTE = (f"{DAGGER} Bound, not a competitor: driven by the true per-pixel noise map or searched against the "
+              "ground truth per image, which a real method does not have; excluded when picking the best value of a row.")
+BOLD_NOTE = ("Bold: the row's best PSNR, only where its paired difference to the runner-up has a 95 % interval "
+             "that excludes 0 (the runner-up compared with `learned`; `comparisons` in metrics.json). SSIM is not "
+             "tested, so never bold.")
 MISSING = "–"
 BASELINE = "ircnn_estimated"  # what the learned model's gains are measured against
 
@@ -131,11 +134,43 @@ def _best(values: Mapping[str, float | None], digits: int) -> set[str]:
     return {m for m, v in shown.items() if v == top}
 
 
+def significant_winner(metrics: Mapping, a: str, b: str, level: str | None = None) -> str | None:
+    """The method of ``a``, ``b`` that ``metrics["comparisons"]`` shows better with a 95 % interval
+    excluding 0 (overall, or at noise level ``level``), or None (no such comparison, or no verdict)."""
+    for c in metrics.get("comparisons") or []:
+        if {c.get("a"), c.get("b")} != {a, b}:
+            continue
+        entry = c if level is None else (c.get("per_level") or {}).get(level)
+        lo, hi = (_finite(v) for v in ((entry or {}).get("ci95") or [None, None]))
+        if lo is None or hi is None:
+            return None
+        return c["a"] if lo > 0 else c["b"] if hi < 0 else None
+    return None
+
+
+def _tested_best(metrics: Mapping, values: Mapping[str, float | None], level: str | None) -> set[str]:
+    """The row's best PSNR method, if the paired comparison with the runner-up backs it (see
+    :data:`BOLD_NOTE`); else nothing."""
+    ranked = sorted(((v, m) for m, v in values.items() if v is not None and m not in BOUND_METHODS), reverse=True)
+    if len(ranked) < 2:
+        return set()
+    best, runner_up = ranked[0][1], ranked[1][1]
+    return {best} if significant_winner(metrics, best, runner_up, level) == best else set()
+
+
+def _seed_spread(entry: Mapping, metric: str) -> str:
+    std = _finite((entry or {}).get(f"{metric}_std_seeds"))
+    return "" if std is None else f" ± {std:.2f}" if metric == "psnr" else f" ± {std:.3f}"
+
+
 def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
     """The paper's table: noise levels (then ``mean``) as rows, methods as columns, cells ``"PSNR / SSIM"``.
 
-    PSNR has 2 decimals, SSIM 3; a missing value shows as ``–``. With ``bold``, the best PSNR and
-    the best SSIM of each row (bound methods excluded, ties all bold) are wrapped in ``**``.
+    PSNR has 2 decimals, SSIM 3; a missing value shows as ``–``; with several seeds the ``mean``
+    row adds ``± std`` over seeds. With ``bold``: when ``metrics`` has ``comparisons``, the row's
+    best PSNR is bold only if backed by a significant paired comparison (:data:`BOLD_NOTE`); older
+    files without them bold the best PSNR and the best SSIM of each row (bound methods excluded,
+    ties all bold).
     The ``mean`` row uses the JSON's ``psnr_mean``/``ssim_mean`` (mean of the per-level means),
     or the mean of the row's values where those are absent.
     """
@@ -163,14 +198,21 @@ def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
         mean[m] = (pair[0], pair[1])
     rows["mean"] = mean
 
+    tested = "comparisons" in metrics
     cells: dict[str, list[str]] = {m: [] for m in methods}
-    for values in rows.values():
-        best_p = _best({m: p for m, (p, _) in values.items()}, 2) if bold else set()
-        best_s = _best({m: s for m, (_, s) in values.items()}, 3) if bold else set()
+    for key, values in rows.items():
+        psnrs = {m: p for m, (p, _) in values.items()}
+        if not bold:
+            best_p, best_s = set(), set()
+        elif tested:
+            best_p, best_s = _tested_best(metrics, psnrs, None if key == "mean" else key), set()
+        else:
+            best_p, best_s = _best(psnrs, 2), _best({m: s for m, (_, s) in values.items()}, 3)
         for m in methods:
             p, s = values[m]
-            p_txt = MISSING if p is None else _bold(f"{p:.2f}", m in best_p)
-            s_txt = MISSING if s is None else _bold(f"{s:.3f}", m in best_s)
+            spread = (lambda metric: _seed_spread(entries.get(m), metric)) if key == "mean" else (lambda metric: "")
+            p_txt = MISSING if p is None else _bold(f"{p:.2f}", m in best_p) + spread("psnr")
+            s_txt = MISSING if s is None else _bold(f"{s:.3f}", m in best_s) + spread("ssim")
             cells[m].append(f"{p_txt} / {s_txt}")
     return pd.DataFrame(cells, index=pd.Index(list(rows), name="noise level (%)"), columns=methods)
 
@@ -245,6 +287,49 @@ def _fmt(v, spec: str) -> str:
 # --------------------------------------------------------------------------- text
 
 
+def seeds_text(metrics: Mapping) -> str:
+    """How many training seeds the numbers rest on, said plainly."""
+    seeds = metrics.get("seeds")
+    if not seeds:
+        return "Training seeds: not recorded (an older results file)."
+    if len(seeds) == 1:
+        return (f"**1 seed** (seed {seeds[0]}): no spread over training seeds; the intervals below are over test "
+                "samples only.")
+    return (f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}): values are means over samples × seeds, "
+            "`± std` the spread of the per-seed means.")
+
+
+def comparison_table(metrics: Mapping) -> pd.DataFrame:
+    """One row per paired comparison of ``metrics["comparisons"]``: the difference ``a − b`` in dB,
+    its 95 % interval, the number of (sample, seed) pairs, the verdict, and per noise level."""
+    rows = {}
+    for c in metrics.get("comparisons") or []:
+        lo, hi = (_finite(v) for v in c.get("ci95") or [None, None])
+        verdict = significant_winner(metrics, c["a"], c["b"])
+        levels = "; ".join(f"{k} %: {_fmt(v.get('diff_mean'), '+.2f')} [{_fmt((v.get('ci95') or [None])[0], '+.2f')}, "
+                           f"{_fmt((v.get('ci95') or [None, None])[1], '+.2f')}]"
+                           for k, v in (c.get("per_level") or {}).items())
+        rows[f"`{c['a']}` − `{c['b']}`"] = {
+            "diff (dB)": _fmt(c.get("diff_mean"), "+.2f"),
+            "95 % interval": f"[{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]",
+            "n": str(c.get("n", MISSING)),
+            "seeds": ", ".join(map(str, c.get("seeds") or [])),
+            "verdict": "no significant difference" if verdict is None else _bold(f"{verdict} better", True),
+            **({"per noise level": levels} if levels else {}),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("pair")
+
+
+def comparison_blocks(metrics: Mapping) -> list:
+    """The seeds sentence and the paired-comparison table (or a sentence saying there is none)."""
+    table = comparison_table(metrics)
+    if table.empty:
+        return [seeds_text(metrics), "No paired comparisons were computed for these results."]
+    return [seeds_text(metrics), TableBlock(
+        table, f"Paired differences in PSNR, {metrics.get('ci_method', 'paired interval')}; a verdict only where "
+               "the 95 % interval excludes 0.")]
+
+
 def _levels_text(metrics: Mapping) -> str:
     levels = metrics.get("noise_levels") or []
     return ", ".join(f"{float(l):g}" for l in levels) + " %" if levels else "unknown noise levels"
@@ -316,9 +401,10 @@ def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> 
     sections = [Section("What was run", intro)]
 
     table = results_table(m)
-    notes = [BOUND_NOTE] if any(c in BOUND_METHODS for c in table.columns) else []
+    notes = ([BOUND_NOTE] if any(c in BOUND_METHODS for c in table.columns) else []) + \
+        ([BOLD_NOTE] if "comparisons" in m else [])
     results = Section("Results", [
-        TableBlock(table, "Mean PSNR (dB) / SSIM per noise level; best per row in bold.",
+        TableBlock(table, "Mean PSNR (dB) / SSIM per noise level, every method that ran.",
                    bound_labels(table.columns), notes),
         gap_summary(m),
     ])
@@ -326,6 +412,7 @@ def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> 
     if not gtab.empty:
         results.blocks.append(TableBlock(gtab, "Noise-level estimation error per noise level."))
     sections.append(results)
+    sections.append(Section("Paired comparisons", comparison_blocks(m)))
 
     sections.append(Section("PSNR vs noise level", [
         FigureBlock("psnr_vs_noise", fig_to_png(figs.psnr_vs_noise(m)),
@@ -401,14 +488,16 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
         ["Inputs not found (their sections are empty): " + ", ".join(f"`{p}`" for p in inputs.missing)]
         if inputs.missing else []))]
     table = results_table(m).rename_axis("")
-    sections.append(Section("Results", [TableBlock(table, "Mean PSNR (dB) / SSIM over the test samples; best in bold.")]))
+    sections.append(Section("Results", [TableBlock(table, "Mean PSNR (dB) / SSIM over the test samples, every method "
+                                                          "that ran.", notes=[BOLD_NOTE] if "comparisons" in m else [])]))
+    sections.append(Section("Paired comparisons", comparison_blocks(m)))
     sections.append(Section("Training", [
         FigureBlock("training_curves", fig_to_png(figs.training_curves(inputs.history)),
                     "Left: training losses (log scale); right: validation PSNR."),
     ]))
     visual = Section("Visual comparison")
     if inputs.visuals:
-        shown = [x for x in ("classical", "no_guidance", "learned")
+        shown = [x for x in ("classical", "no_guidance", "estimated_guidance", "learned")
                  if any(f"method__{x}" in v for v in inputs.visuals)]
         renamed = [{**v, **({"sigma_true": v["target_true"]} if "target_true" in v else {}),
                     **({"noise_estimate": v["target_estimate"]} if "target_estimate" in v else {})}
@@ -436,7 +525,7 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
 
 
 TASK_NAMES = {"deblur": "Deblurring", "derain": "Rain removal", "dehaze": "Haze removal"}
-BOUND_OR_REFERENCE = BOUND_METHODS | {"input", "oracle_per_image"}  # not competitors in the overview
+BOUND_OR_REFERENCE = BOUND_METHODS | {"input"}  # not competitors in the overview
 
 
 def overview_table(metrics_by_task: Mapping[str, Mapping]) -> pd.DataFrame:
@@ -455,7 +544,8 @@ def overview_table(metrics_by_task: Mapping[str, Mapping]) -> pd.DataFrame:
             "input": _fmt(mean.get("input", (None,))[0], ".2f"),
             "learned": f"{_fmt(own[0], '.2f')} / {_fmt(own[1], '.3f')}",
             "best other method": MISSING if best is None else f"`{best}` {rivals[best][0]:.2f} / {_fmt(rivals[best][1], '.3f')}",
-            "learned − best other (dB)": _bold(_fmt(margin, "+.2f"), margin is not None and margin > 0),
+            "learned − best other (dB)": _bold(_fmt(margin, "+.2f"), best is not None and
+                                               significant_winner(m, HIGHLIGHT, best) == HIGHLIGHT),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
 
@@ -466,7 +556,7 @@ def combine(reports: Mapping[str, Report], metrics_by_task: Mapping[str, Mapping
     overview = Section("Overview", [
         "One `dvc repro` ran these tasks side by side (`tasks.run` in `params.yaml`). Mean PSNR (dB) / SSIM "
         "on each task's synthetic test split; the margin is over the best method that is neither a bound "
-        "nor an oracle.",
+        "nor an oracle, bold only where its paired 95 % interval excludes 0.",
         TableBlock(overview_table(metrics_by_task), "Per task: the learned hyper-guidance against the best other method."),
     ])
     sections = [overview]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.baselines import classical
-from pipeline.baselines.pnp import estimate_noise_level, run_map_schedule, run_schedule
+from pipeline.baselines.pnp import run_map_schedule, run_schedule
+from pipeline.physics.noise import estimate_noise_level
 from pipeline.baselines.schedules import SIGMA_START, dpir_schedule, geometric, ircnn_schedule
 from pipeline.data import load_skimage, limit_size, to_channels
 from pipeline.generators.kernels import gaussian_kernel

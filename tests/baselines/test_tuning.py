@@ -95,3 +95,32 @@ def test_the_objective_code_version_reads_the_objectives_modules():
     assert len(version) == 64 and all(name in sys.modules for name in OBJECTIVE_MODULES)
     assert Path(sys.modules["pipeline.baselines.pnp"].__file__).name == "pnp.py"
     assert objective_code_version() == version
+
+
+def test_the_budget_split_sums_to_the_total():
+    from pipeline.baselines.tuning import budget_split
+    shares = budget_split(600.0, ["1", "3", "5", "7"], ["wiener", "richardson_lucy", "tv"])
+    assert shares["global"] == pytest.approx(200.0) and shares["noise-3"] == pytest.approx(75.0)
+    assert shares["tv"] == pytest.approx(100.0 / 3) and sum(shares.values()) == pytest.approx(600.0)
+
+
+def test_a_tuned_schedule_is_kept_only_if_it_beats_its_best_rule():
+    from pipeline.baselines.tuning import keep_or_rule, rule_starts
+    starts = rule_starts(3.0, 30)
+    found = {"lam": 1e-4, "s_start": 0.2, "s_end": 0.02, "iterations": 12}
+    kept = keep_or_rule(found, 25.3, starts, [25.0, 25.2])
+    assert kept["kept"] == "tuned" and kept["lam"] == 1e-4 and kept["rule_val_psnr"] == 25.2
+    rule = keep_or_rule(found, 25.2, starts, [25.0, 25.2])  # a tie is no win: the rule stays
+    assert rule["kept"] == "rule" and rule["source"] == "dpir" and rule["iterations"] == starts[1]["iterations"]
+    assert {k: rule[k] for k in found} == {k: starts[1][k] for k in found} and rule["val_psnr"] == 25.2
+
+
+def test_the_oracle_queues_every_rule_it_was_told_and_every_tuned_schedule_once():
+    from pipeline.baselines.tuning import oracle_starts, rule_starts
+    tuned = {"global": {"lam": 1e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 5, "val_psnr": 25.0, "kept": "tuned"},
+             "per_noise": {"1": {"lam": 3e-5, "s_start": 0.19, "s_end": 0.01, "iterations": 5, "trials": 9}}}
+    starts = oracle_starts(tuned, [1.0, 3.0, 1.0], 30)
+    rules = rule_starts(1.0, 30) + rule_starts(3.0, 30)
+    assert starts[:4] == rules and len(starts) == 6  # the repeated level is queued once
+    assert starts[4] == {"lam": 1e-4, "s_start": 0.19, "s_end": 0.03, "iterations": 5}  # extra keys dropped
+    assert oracle_starts(None, [2.0], 30) == rule_starts(2.0, 30)

@@ -56,10 +56,9 @@ def test_bad_values_are_named(data, key):
     ({"run": ["deblur", "deblur"]}, "tasks.run: names a task twice"),
     ({"run": ["debulr"]}, "did you mean 'deblur'?"),
     ({"run": []}, "tasks.run: must name at least one task"),
-    ({"ablate": ["deblur"]}, "tasks.ablate: rain and haze only"),
-    ({"run": ["deblur", "derain"], "ablate": ["dehaze"]}, "tasks.ablate: ['dehaze'] not in tasks.run"),
-    ({"ablate": ["derain", "derain"]}, "tasks.ablate: names a task twice"),
-    ({"ablat": []}, "did you mean 'ablate'?"),
+    ({"controls": ["no_guidnace"]}, "tasks.controls: unknown ['no_guidnace']"),
+    ({"controls": ["no_guidance", "no_guidance"]}, "tasks.controls: names a control twice"),
+    ({"control": []}, "did you mean 'controls'?"),
 ])
 def test_tasks_section_errors_are_named_whatever_task_is_asked(tasks, message):
     # a typo in any task's overrides fails every stage, not only that task's
@@ -82,3 +81,15 @@ def test_wrong_type_in_params_is_named(tmp_path):
     write_params(tmp_path / "params.yaml", **{"train.steps": "many"})
     res = run_stage(tmp_path, "prepare", "--out", "out")
     assert res.returncode == 2 and "train.steps" in res.stderr
+
+
+@pytest.mark.parametrize("base, message", [
+    ({"seeds": []}, "base.seeds: must name at least one seed"),
+    ({"seeds": [0, 1, 0]}, "base.seeds: names a seed twice"),
+    ({"split_seed": -1}, "must be >= 0"),
+    ({"seeds": 3}, "base.seeds"),
+])
+def test_seed_errors_are_named(base, message):
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"base": base})
+    assert message in str(err.value)

@@ -239,3 +239,37 @@ def test_visuals_take_their_level_from_the_per_image_table_and_sort_by_it():
     ordered = order_visuals(visuals, per_image)
     assert [v["sample_id"] for v in ordered] == ["c", "a-n3.0", "b"]  # 1, 3 (from the id), 5
     assert ordered[0]["noise_level"] == 1.0 and "noise_level" not in ordered[1]
+
+
+def with_comparisons(lo_hi_overall, lo_hi_level1, seeds=(0,)):
+    m = fake_metrics()
+    m["seeds"], m["ci_method"] = list(seeds), "paired Student-t interval over (sample, seed) pairs"
+    m["comparisons"] = [{"a": "learned", "b": "ircnn_estimated", "metric": "psnr", "diff_mean": 0.5,
+                         "ci95": list(lo_hi_overall), "n": 8, "seeds": list(seeds),
+                         "per_level": {"1": {"diff_mean": 1.0, "ci95": list(lo_hi_level1), "n": 4},
+                                       "3": {"diff_mean": 0.0, "ci95": [-0.4, 0.4], "n": 4}}}]
+    for name, entry in m["methods"].items():
+        entry["psnr_std_seeds"] = 0.12 if len(seeds) > 1 else None
+    return m
+
+
+def test_a_winner_is_bold_only_where_its_interval_excludes_zero():
+    table = results_table(with_comparisons((0.1, 0.9), (0.5, 1.5)))
+    assert table.at["1", "learned"].startswith("**30.00**")  # learned best at 1 %, interval above 0
+    assert "**" not in table.at["3", "learned"] + table.at["3", "ircnn_estimated"]  # a tie: no verdict
+    assert "**" not in "".join(table["ircnn_estimated"])  # SSIM is never tested, so never bold
+    unsure = results_table(with_comparisons((-0.1, 0.9), (-0.5, 1.5)))
+    assert "**" not in "".join(unsure.to_numpy().ravel())
+
+
+def test_the_comparison_table_and_the_seed_count_are_said_plainly():
+    from pipeline.report.page import comparison_blocks, comparison_table
+    table = comparison_table(with_comparisons((0.1, 0.9), (0.5, 1.5)))
+    row = table.loc["`learned` − `ircnn_estimated`"]
+    assert row["diff (dB)"] == "+0.50" and row["95 % interval"] == "[+0.10, +0.90]" and "learned better" in row["verdict"]
+    assert "1 %: +1.00 [+0.50, +1.50]" in row["per noise level"]
+    assert "no significant" in comparison_table(with_comparisons((-0.1, 0.9), (0.5, 1.5))).iloc[0]["verdict"]
+    assert "**1 seed**" in comparison_blocks(with_comparisons((0.1, 0.9), (0.5, 1.5)))[0]
+    three = with_comparisons((0.1, 0.9), (0.5, 1.5), seeds=(0, 1, 2))
+    assert "**3 seeds**" in comparison_blocks(three)[0] and "± 0.12" in results_table(three).at["mean", "learned"]
+    assert "No paired comparisons" in comparison_blocks(fake_metrics())[1]

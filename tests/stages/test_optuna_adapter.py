@@ -3,6 +3,7 @@ the space is the library's Knob tuple, the objective sees plain dicts."""
 import subprocess
 import sys
 import textwrap
+import time
 
 import optuna
 import pytest
@@ -88,3 +89,28 @@ def test_an_in_memory_search_is_seeded_and_draws_in_the_space():
     for p in seen:
         assert set(p) == {"lam", "s_start", "s_end", "iterations"} and isinstance(p["iterations"], int)
         assert all(k.low <= p[k.name] <= k.high for k in space)
+
+
+def burn(params: dict) -> float:
+    """A real objective that spends CPU: more for larger x."""
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.02 + 0.03 * params["x"]:
+        sum(i * i for i in range(2000))
+    return -abs(params["x"] - 0.3)
+
+
+def test_a_cpu_budget_is_respected_within_one_trial_and_counts_across_resumes(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    space = (Knob("x", 0.0, 1.0, log=False),)
+    first = search("cpu", space, burn, 1000, 0, storage, initial=[{"x": 0.9}], cpu_seconds=0.5)
+    longest = 0.02 + 0.03 * 1.0 + 0.01
+    assert first.trials >= 2 and 0.5 <= first.cpu_seconds <= 0.5 + longest
+    assert len(first.initial_values) == 1 and first.initial_values[0] == pytest.approx(-0.6)
+    again = search("cpu", space, burn, 1000, 0, storage, initial=[{"x": 0.9}], cpu_seconds=0.5)
+    assert again.trials == first.trials  # spent already: a re-run adds nothing
+    more = search("cpu", space, burn, 1000, 0, storage, initial=[{"x": 0.9}], cpu_seconds=1.0)
+    assert more.trials > first.trials and 1.0 <= more.cpu_seconds <= 1.0 + longest
+    capped = search("cap", space, burn, 3, 0, storage, cpu_seconds=100.0)
+    assert capped.trials == 3  # the trial cap still holds
+    rules_first = search("rules", space, burn, 10, 0, storage, initial=[{"x": 0.5}, {"x": 0.6}], cpu_seconds=0.0)
+    assert rules_first.trials == 2  # the starting points always run, even past the budget

@@ -13,6 +13,7 @@ import yaml
 
 from conftest import project_env
 from pipeline import io
+from pipeline.config import CONTROLS
 from pipeline.evaluation import ALL_METHODS
 
 STAGES = {"prepare", "degrade", "train", "tune", "evaluate", "report"}
@@ -29,19 +30,65 @@ TASKS = ("deblur", "derain", "dehaze")
 
 def check_deblur(root):
     metrics = json.loads((root / "results" / "deblur" / "metrics.json").read_text())
-    assert set(metrics["methods"]) == set(ALL_METHODS)
+    assert set(metrics["methods"]) == {*ALL_METHODS, *CONTROLS}
     for name, entry in metrics["methods"].items():
         assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
         assert set(entry["psnr"]) == {"1", "5"}, name
-    assert (root / "models" / "deblur" / "model.pt").exists()
-    assert {"global", "per_noise"} <= set(yaml.safe_load((root / "tuned" / "deblur.yaml").read_text()))
+        assert entry["psnr_std_seeds"] is None, name  # one seed: no spread to report
+    check_comparisons(metrics, "ircnn_estimated_ft")
+    assert (root / "models" / "deblur" / "seed-0" / "model.pt").exists()
+    tuned = yaml.safe_load((root / "tuned" / "deblur" / "seed-0.yaml").read_text())
+    assert {"global", "per_noise"} <= set(tuned)
+    train = io.read_json(root / "models" / "deblur" / "seed-0" / "train.json")
+    assert tuned["budget"]["cpu_seconds"] == pytest.approx(train["cpu_seconds"], abs=0.01)  # the equal budget
+    assert "train.json" in tuned["budget"]["source"]
+    for entry in (tuned["global"], *tuned["per_noise"].values()):
+        assert entry["kept"] in ("tuned", "rule") and entry["trials"] >= 2
+    samples = io.read_csv(root / "data" / "deblur" / "degraded" / "samples.csv")
+    per_split = {split: sum(r["split"] == split for r in samples) for split in ("val", "test")}
+    assert per_split == {"val": 1 * 2 * 2, "test": 2 * 1 * 2}  # val: 2 draws per image (val_per_image), test: 1
+    check_controls(root, "deblur")
     return metrics
+
+
+def check_comparisons(metrics, *others):
+    """``comparisons``: learned against every other method (and the pairs that split its gain),
+    paired on (sample, seed), each with its interval."""
+    assert metrics["seeds"] == [0] and "Student-t" in metrics["ci_method"]
+    pairs = {(c["a"], c["b"]): c for c in metrics["comparisons"]}
+    for other in ("no_guidance", "estimated_guidance", *others):
+        c = pairs[("learned", other)]
+        assert set(c) >= {"a", "b", "diff_mean", "ci95", "n", "seeds"} and c["seeds"] == [0]
+        lo, hi = c["ci95"]
+        assert lo <= c["diff_mean"] <= hi and c["n"] == metrics["n_images"] * max(1, len(metrics["noise_levels"]))
+        diff = metrics["methods"]["learned"]["psnr_mean"] - metrics["methods"][other]["psnr_mean"]
+        if not metrics["noise_levels"]:  # one level: the mean of the paired differences is the gap of the means
+            assert c["diff_mean"] == pytest.approx(diff, abs=1e-9)
+    assert ("estimated_guidance", "no_guidance") in pairs
+
+
+def check_controls(root, task):
+    """Each control: the learned model's resolved config but for ``model.guidance`` (and trained
+    with the same seed), the guidance its name says."""
+    from pipeline.checkpoint import load_model
+    model, _, state = load_model(root / "models" / task / "seed-0" / "model.pt", task=task)
+    assert model.guidance_mode == "learned"
+    for control, mode in CONTROLS.items():
+        other, _, other_state = load_model(root / "models" / task / "seed-0" / control / "model.pt", task=task)
+        assert other.guidance_mode == mode and type(other) is type(model)
+        config, other_config = state["model_config"], other_state["model_config"]
+        assert {k for k in config if config[k] != other_config[k]} == {"guidance"}
+        train, other_train = (io.read_json(root / "models" / task / "seed-0" / sub / "train.json") for sub in ("", control))
+        assert train["seed"] == other_train["seed"] == 0 and other_train["guidance"] == mode
+        assert train["cpu_seconds"] > 0
 
 
 def check_task(root, task):
     metrics = json.loads((root / "results" / task / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["noise_levels"] == [] and metrics["n_images"] == 2
-    assert set(metrics["methods"]) == {"input", "learned", "no_guidance", "classical"}  # tasks.ablate: both
+    assert set(metrics["methods"]) == {"input", "learned", *CONTROLS, "classical"}
+    check_comparisons(metrics, "classical", "input")
+    check_controls(root, task)
     for name, entry in metrics["methods"].items():
         assert math.isfinite(entry["psnr_mean"]) and 0 < entry["ssim_mean"] <= 1, name
     assert math.isfinite(metrics["guidance_mae"])
@@ -49,14 +96,11 @@ def check_task(root, task):
     assert {r["split"] for r in samples} == {"val", "test"} and len(samples) == 3  # 2 test + 1 val images, 1 draw each
     arrays = io.load_npz(root / "data" / task / "degraded" / "samples" / f"{samples[0]['sample_id']}.npz")
     assert set(arrays) == TRUTH[task] and arrays["y"].shape[0] == 3 and arrays["target"].shape == (1, *arrays["y"].shape[1:])
-    assert yaml.safe_load((root / "tuned" / f"{task}.yaml").read_text()) == {"task": task, "skipped": True}
+    assert yaml.safe_load((root / "tuned" / task / "seed-0.yaml").read_text()) == {"task": task, "skipped": True}
     from pipeline.checkpoint import load_model
     from pipeline.models.factory import TASK_MODELS
-    model = load_model(root / "models" / task / "model.pt", task=task)[0]
+    model = load_model(root / "models" / task / "seed-0" / "model.pt", task=task)[0]
     assert isinstance(model, TASK_MODELS[task]) and model.stages == 2  # the profile's tasks.<task> override
-    ablation = load_model(root / "models" / task / "no_guidance" / "model.pt", task=task)[0]
-    assert isinstance(ablation, TASK_MODELS[task]) and ablation.guidance_mode == "none" and ablation.stages == 2
-    assert model.guidance_mode == "learned"
     return metrics
 
 
@@ -77,11 +121,13 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     chain_seconds = time.perf_counter() - t0
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     print(f"test-profile chain, three tasks: {chain_seconds:.1f} s")
-    for stage in STAGES - {"report"}:
-        for task in TASKS:
+    for task in TASKS:
+        for stage in ("prepare", "degrade", "evaluate"):
             assert f"Running stage '{stage}@{task}'" in first.stdout, (stage, task)
-    assert "Running stage 'ablate@derain'" in first.stdout and "Running stage 'ablate@dehaze'" in first.stdout
-    assert "ablate@deblur" not in first.stdout
+        for stage in ("train", "tune"):  # one per training seed of base.seeds
+            assert f"Running stage '{stage}@{task}-0'" in first.stdout, (stage, task)
+        for control in CONTROLS:
+            assert f"Running stage 'ablate@{task}-0-{control}'" in first.stdout, (task, control)
 
     metrics = {"deblur": check_deblur(project_copy), **{t: check_task(project_copy, t) for t in ("derain", "dehaze")}}
     report = (project_copy / "reports" / "report.md").read_text()
@@ -115,11 +161,11 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     bad = yaml.safe_load(good)
     bad["train"]["stpes"] = bad["train"].pop("steps")
     (project_copy / "params.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
-    kept = {p: p.read_bytes() for p in (project_copy / "models" / "deblur").iterdir() if p.is_file()}
+    kept = {p: p.read_bytes() for p in (project_copy / "models" / "deblur" / "seed-0").iterdir() if p.is_file()}
     assert {"model.pt", "history.csv", "train.json"} <= {p.name for p in kept}
     typo = dvc(project_copy, "repro")
     assert typo.returncode != 0 and "unknown key 'train.stpes'" in typo.stdout + typo.stderr, typo.stderr[-2000:]
-    assert "Running stage 'train@deblur'" not in typo.stdout
+    assert "Running stage 'train@deblur-0'" not in typo.stdout
     assert all(p.read_bytes() == content for p, content in kept.items())
     (project_copy / "params.yaml").write_text(good)
 
@@ -128,7 +174,7 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["hyperguide-deblur"], output_format="list")
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert set(by_stage) == STAGES and len(runs) == len(STAGES)
+    assert set(by_stage) == STAGES | {"ablate"} and len(runs) == len(STAGES) + len(CONTROLS)
     assert all(r.info.status == "FINISHED" for r in runs)
     train = by_stage["train"]
     assert train.data.params["train.strategy"] == "alternating"
@@ -140,16 +186,18 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert "model" in artifacts
     for task in ("derain", "dehaze"):
         runs = mlflow.search_runs(experiment_names=[f"hyperguide-{task}"], output_format="list")
-        assert sorted(r.data.tags["dvc_stage"] for r in runs) == sorted([*STAGES, "ablate"])
+        assert sorted(r.data.tags["dvc_stage"] for r in runs) == sorted([*STAGES, *["ablate"] * len(CONTROLS)])
         assert all(r.info.status == "FINISHED" and r.data.tags["task"] == task for r in runs)
-        ablate = next(r for r in runs if r.data.tags["dvc_stage"] == "ablate")
-        assert ablate.data.params["model.guidance"] == "none" and ablate.data.tags["guidance"] == "none"
+        ablate = {r.data.tags["control"]: r for r in runs if r.data.tags["dvc_stage"] == "ablate"}
+        assert {c: r.data.params["model.guidance"] for c, r in ablate.items()} == CONTROLS
 
-    # the ablation model missing, or one trained with guidance: refused, naming the fix; nothing written
-    (project_copy / "models" / "derain" / "no_guidance" / "model.pt").rename(project_copy / "none.pt")
+    # a control model missing, or one trained with another guidance: refused, naming the fix; nothing written
+    control = project_copy / "models" / "derain" / "seed-0" / "no_guidance" / "model.pt"
+    control.rename(project_copy / "none.pt")
     res = run_evaluate(project_copy, "--task", "derain", "--out", "results/x")
-    assert res.returncode == 2 and "dvc repro ablate@derain" in res.stderr, res.stderr[-2000:]
-    res = run_evaluate(project_copy, "--task", "derain", "--out", "results/x", "--ablation-model", "models/derain/model.pt")
+    assert res.returncode == 2 and "dvc repro ablate@derain-0-no_guidance" in res.stderr, res.stderr[-2000:]
+    control.write_bytes((project_copy / "models" / "derain" / "seed-0" / "model.pt").read_bytes())
+    res = run_evaluate(project_copy, "--task", "derain", "--out", "results/x")
     assert res.returncode == 2 and "not 'none'" in res.stderr, res.stderr[-2000:]
     assert not (project_copy / "results" / "x").exists()
 

@@ -24,14 +24,15 @@ def task_params(task: str, **degrade) -> dict:
 def test_one_task_runs_alone_from_tasks_run(tmp_path):
     """`tasks.run: [derain]` makes a one-task pipeline: DVC resolves only that task's stages."""
     params = profile_dict()
-    params["tasks"]["run"], params["tasks"]["ablate"] = ["derain"], ["derain"]
+    params["tasks"]["run"], params["base"]["seeds"] = ["derain"], [0, 2]
     root = copy_project(tmp_path / "project", yaml.safe_dump(params, sort_keys=False))
     res = subprocess.run(["dvc", "stage", "list"], cwd=root, env=project_env(root), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
     names = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
-    assert names == {"validate", "prepare@derain", "degrade@derain", "train@derain", "ablate@derain", "tune@derain",
-                     "evaluate@derain", "report"}
+    per_seed = {f"{stage}@derain-{seed}" for stage in ("train", "tune") for seed in (0, 2)}
+    controls = {f"ablate@derain-{seed}-{c}" for seed in (0, 2) for c in ("no_guidance", "estimated_guidance")}
+    assert names == {"validate", "prepare@derain", "degrade@derain", *per_seed, *controls, "evaluate@derain", "report"}
 
 
 def run_stage(cwd, stage, *args):
@@ -69,13 +70,16 @@ def test_sweeps_refuse_rain_and_haze_clearly(tmp_path):
     assert res.returncode == 2 and "base.task derain" in res.stderr and "deblur only" in res.stderr
 
 
-def test_the_no_guidance_variant_has_its_own_paths_beside_the_task_model():
+def test_each_seed_and_control_has_its_own_paths_beside_the_task_model():
     from stages.common import TaskPaths
-    paths, none = TaskPaths("derain"), TaskPaths("derain").variant("none")
-    assert (str(paths.model), str(paths.checkpoint)) == ("models/derain/model.pt", "checkpoints/derain/train.pt")
+    paths, none = TaskPaths("derain", 2), TaskPaths("derain", 2).variant("none")
+    assert (str(paths.model), str(paths.checkpoint)) == ("models/derain/seed-2/model.pt",
+                                                         "checkpoints/derain/seed-2/train.pt")
     # the ablate stage's outputs in dvc.yaml; never the learned model's files
-    assert (str(none.model), str(none.checkpoint)) == ("models/derain/no_guidance/model.pt",
-                                                       "checkpoints/derain-no_guidance/train.pt")
-    assert paths.variant("learned") == paths
+    assert (str(none.model), str(none.checkpoint)) == ("models/derain/seed-2/no_guidance/model.pt",
+                                                       "checkpoints/derain/seed-2-no_guidance/train.pt")
+    assert str(paths.variant("estimated").models) == "models/derain/seed-2/estimated_guidance"
+    assert paths.variant("learned") == paths and str(paths.tuned) == "tuned/derain/seed-2.yaml"
     dvc_yaml = (ROOT / "dvc.yaml").read_text()
-    assert "--out models/${item}/no_guidance" in dvc_yaml and "checkpoints/${item}-no_guidance" in dvc_yaml
+    assert "--out models/${item.task}/seed-${item.seed}/${item.control}" in dvc_yaml
+    assert "checkpoints/${item.task}/seed-${item.seed}-${item.control}/train.pt" in dvc_yaml
