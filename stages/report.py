@@ -1,10 +1,11 @@
 """DVC stage ``report``: one HTML page and its Markdown twin for every task of ``tasks.run``.
 
-    python -m stages.report --params params.yaml --results results --models models --out reports
+    python -m stages.report --params params.yaml --results results --models models --tuned tuned --out reports
 
 Reads only what earlier stages wrote, per task: ``results/<task>/metrics.json`` (required),
 ``per_image.csv``, ``stages.csv``, ``guidance.csv``, ``visuals/*.npz``, ``models/<task>/seed-<S>/history.csv``
-and ``train.json`` (each optional: a missing one empties its section and is named on the page).
+and ``train.json``, ``tuned/<task>/seed-<S>.yaml`` (each optional: a missing one empties its section and is named
+on the page).
 ``--task T`` makes the report of that task alone. Several tasks: an overview table (the learned
 method against the best other method, per task), then each task's sections. A rain or haze
 task gets its own layout: the results table, training curves, the visual grid with the predicted rain density /
@@ -36,9 +37,10 @@ def _frame(path: Path, missing: list[str]) -> pd.DataFrame:
     return pd.DataFrame(io.read_csv(path))
 
 
-def load_inputs(results: Path, models: Path) -> ReportInputs:
-    """Read every input of the report. Raises InputError naming the file if ``metrics.json`` is
-    missing or malformed, or if any input present is unreadable."""
+def load_inputs(results: Path, models: Path, tuned: dict[int, Path] | None = None) -> ReportInputs:
+    """Read every input of the report (``tuned``: training seed -> the tune stage's YAML). Raises
+    InputError naming the file if ``metrics.json`` is missing or malformed, or if any input
+    present is unreadable."""
     results, models = Path(results), Path(models)
     metrics_path = results / "metrics.json"
     metrics = io.read_json(metrics_path)
@@ -58,8 +60,17 @@ def load_inputs(results: Path, models: Path) -> ReportInputs:
     else:
         missing.append(str(models / "train.json"))
     real = load_npz_folder(results / "real")
+    tuning = {}
+    for seed, path in (tuned or {}).items():
+        if not Path(path).exists():
+            missing.append(str(path))
+            continue
+        loaded = io.read_yaml(path)
+        if not isinstance(loaded, dict):
+            raise io.InputError(f"{path}: expected a mapping (the tune stage's output)")
+        tuning[seed] = loaded
     return ReportInputs(metrics, per_image, stages, guidance, history, train,
-                        load_visuals(results / "visuals", per_image), missing=missing, real=real)
+                        load_visuals(results / "visuals", per_image), missing=missing, real=real, tuning=tuning)
 
 
 def load_npz_folder(folder: Path) -> list[dict]:
@@ -99,12 +110,15 @@ def main() -> None:
     p.add_argument("--results", default="results", help="the evaluate stages' output: <results>/<task>/")
     p.add_argument("--models", default="models",
                    help="the train stages' output: <models>/<task>/seed-<S>/ (the curves of the first seed of base.seeds)")
+    p.add_argument("--tuned", default="tuned", help="the tune stages' output: <tuned>/<task>/seed-<S>.yaml "
+                   "(the budget and what was kept, every seed of base.seeds)")
     p.add_argument("--out", default="reports", help="report folder (replaced as a whole)")
     args = p.parse_args()
     params = load_params(args.params, args.task)
     tasks = [args.task] if args.task else list(params.tasks.run)
     by_task = {t: load_params(args.params, t) for t in tasks}
-    inputs = {t: load_inputs(Path(args.results) / t, seed_folder(Path(args.models) / t, params.base.seeds[0]))
+    inputs = {t: load_inputs(Path(args.results) / t, seed_folder(Path(args.models) / t, params.base.seeds[0]),
+                             {s: Path(args.tuned) / t / f"seed-{s}.yaml" for s in params.base.seeds})
               for t in tasks}
     for t, got in inputs.items():
         for path in got.missing:

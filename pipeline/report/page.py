@@ -84,6 +84,7 @@ class ReportInputs:
     visuals: list[dict] = field(default_factory=list)  # npz arrays + "sample_id"
     real: list[dict] = field(default_factory=list)  # rain / haze: real photos (npz arrays + "sample_id"), no truth
     missing: list[str] = field(default_factory=list)  # inputs that were not there
+    tuning: dict = field(default_factory=dict)  # training seed -> the tune stage's YAML (tuned/<task>/seed-<S>.yaml)
 
 
 
@@ -362,6 +363,39 @@ def run_summary(metrics: Mapping, train: Mapping) -> str:
     return text
 
 
+def _search_text(name: str, entry: Mapping) -> str:
+    """One tuned search: kept or not, on what validation PSNR, for how many trials and CPU-seconds."""
+    cost = f"{entry.get('trials', '?')} trials, {_fmt(entry.get('cpu_seconds'), '.0f')} CPU-s"
+    if entry.get("kept") == "rule":
+        return (f"{name}: **the {entry.get('source', '?').upper()} rule** (the search found nothing better on "
+                f"validation: {_fmt(entry.get('val_psnr'), '.2f')} dB; {cost})")
+    if entry.get("kept") == "tuned":
+        return (f"{name}: tuned, {_fmt(entry.get('val_psnr'), '.2f')} dB on validation vs the rule's "
+                f"{_fmt(entry.get('rule_val_psnr'), '.2f')} ({cost})")
+    return f"{name}: {_fmt(entry.get('val_psnr'), '.2f')} dB on validation ({cost})"
+
+
+def tuning_summary(tuning: Mapping[int, Mapping]) -> list[str]:
+    """Per training seed: the tuning budget against the learned model's training CPU-seconds, and
+    which tuned schedules were kept over their starting rule (the tune stage's YAML)."""
+    lines = []
+    for seed, tuned in sorted(tuning.items()):
+        budget = tuned.get("budget")
+        if tuned.get("skipped") or not isinstance(budget, Mapping):
+            continue
+        searches = []
+        if isinstance(tuned.get("global"), Mapping):
+            searches.append(_search_text("`optuna_global`", tuned["global"]))
+        for level, entry in (tuned.get("per_noise") or {}).items():
+            searches.append(_search_text(f"`optuna_per_noise` at {level} %", entry))
+        for name, entry in (tuned.get("classical") or {}).items():
+            searches.append(_search_text(f"`{name}`", entry))
+        lines.append(f"Tuning, seed {seed}: **{_fmt(budget.get('spent_cpu_seconds'), '.0f')} CPU-s spent** of a budget of "
+                     f"**{_fmt(budget.get('cpu_seconds'), '.0f')} CPU-s**: {budget.get('source', '?')}; on the "
+                     f"validation split. " + "; ".join(searches) + ".")
+    return lines
+
+
 def gap_summary(metrics: Mapping) -> str:
     """The learned-vs-baseline PSNR gap and the guidance error vs the classical estimator's."""
     gap = psnr_gap(metrics)
@@ -395,7 +429,7 @@ def gain_summary(per_image: pd.DataFrame, a: str = HIGHLIGHT, b: str = BASELINE)
 def compose(inputs: ReportInputs, title: str, visual_methods: Sequence[str]) -> Report:
     """All sections of the report, figures rendered to PNG."""
     m = inputs.metrics
-    intro = [run_summary(m, inputs.train)]
+    intro = [run_summary(m, inputs.train), *tuning_summary(inputs.tuning)]
     if inputs.missing:
         intro.append("Inputs not found (their sections are empty): " + ", ".join(f"`{p}`" for p in inputs.missing))
     sections = [Section("What was run", intro)]

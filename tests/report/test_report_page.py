@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline import io
 from pipeline.report import figures as figs
@@ -273,3 +274,26 @@ def test_the_comparison_table_and_the_seed_count_are_said_plainly():
     three = with_comparisons((0.1, 0.9), (0.5, 1.5), seeds=(0, 1, 2))
     assert "**3 seeds**" in comparison_blocks(three)[0] and "± 0.12" in results_table(three).at["mean", "learned"]
     assert "No paired comparisons" in comparison_blocks(fake_metrics())[1]
+
+
+TUNED = {
+    "budget": {"cpu_seconds": 464.0, "source": "cpu_seconds of models/deblur/seed-0/train.json", "spent_cpu_seconds": 470.4},
+    "global": {"val_psnr": 24.27, "kept": "tuned", "rule_val_psnr": 24.11, "trials": 22, "cpu_seconds": 154.9},
+    "per_noise": {"1": {"val_psnr": 27.26, "kept": "rule", "source": "dpir", "rule_val_psnr": 27.26, "trials": 9,
+                        "cpu_seconds": 59.9}},
+    "classical": {"tv": {"val_psnr": 25.10, "trials": 16, "cpu_seconds": 26.0}},
+}
+
+
+def test_the_report_prints_the_tuning_budget_and_which_schedules_fell_back_to_their_rule(tmp_path):
+    from pipeline.report.page import tuning_summary
+    (text,) = tuning_summary({0: TUNED, 1: {"task": "derain", "skipped": True}})
+    assert "seed 0" in text and "**470 CPU-s spent**" in text and "budget of **464 CPU-s**" in text
+    assert "`optuna_global`: tuned, 24.27 dB on validation vs the rule's 24.11 (22 trials, 155 CPU-s)" in text
+    assert "`optuna_per_noise` at 1 %: **the DPIR rule**" in text and "`tv`: 25.10 dB" in text
+    results, models = write_fake_outputs(tmp_path)
+    io.write_text(tmp_path / "seed-0.yaml", yaml.safe_dump(TUNED))
+    inputs = load_inputs(results, models, {0: tmp_path / "seed-0.yaml", 1: tmp_path / "seed-1.yaml"})
+    assert inputs.tuning == {0: TUNED} and str(tmp_path / "seed-1.yaml") in inputs.missing
+    page = render_markdown(compose(inputs, "t", ["learned"]))
+    assert "budget of **464 CPU-s**" in page
