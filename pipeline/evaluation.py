@@ -69,11 +69,17 @@ def select_methods(known: Sequence[str], requested: Sequence[str], controls: Ite
     if unknown:
         raise InputError(f"methods: unknown {unknown}; known: {', '.join(known)}")
     have = set(controls)
-    missing = [m for m in requested if m in CONTROL_METHODS and m not in have]
+    require_controls(requested, have)
+    return tuple(m for m in (requested or known) if m not in CONTROL_METHODS or m in have)
+
+
+def require_controls(names: Iterable[str], have: Iterable[str]) -> None:
+    """An InputError naming every control method of ``names`` whose model is not among ``have``."""
+    have = set(have)
+    missing = [m for m in names if m in CONTROL_METHODS and m not in have]
     if missing:
         raise InputError(f"{', '.join(missing)}: needs its control model (a model trained with guidance "
                          f"{', '.join(repr(CONTROLS[m]) for m in missing)})")
-    return tuple(m for m in (requested or known) if m not in CONTROL_METHODS or m in have)
 
 
 def needs_tuned(names: Sequence[str]) -> bool:
@@ -111,10 +117,7 @@ class Methods:
         pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
         if pnp and self.denoiser is None:
             raise InputError(f"{', '.join(pnp)}: the model file has no pre-trained denoiser for plug-and-play")
-        missing = [m for m in self.names if m in CONTROL_METHODS and m not in self.controls]
-        if missing:
-            raise InputError(f"{', '.join(missing)}: needs its control model (trained with guidance "
-                             f"{', '.join(repr(CONTROLS[m]) for m in missing)})")
+        require_controls(self.names, self.controls)
         if needs_tuned(self.names) and self.tuned is None:
             raise InputError(f"{', '.join(m for m in self.names if m in NEEDS_TUNED)}: need the tune stage's tuned.yaml")
 
@@ -417,14 +420,15 @@ def score_sample(sample: Sample, methods: Methods, extras: Extras | None = None,
     missing = [m for m in methods.names if m not in res.outputs]
     if missing:
         raise ValueError(f"{sample.sample_id}: no output for {missing}")
-    cols = {**sample_columns(sample, methods.task, with_id), **({"seed": seed} if seed is not None else {})}
+    seed_col = {"seed": seed} if seed is not None else {}
+    cols = {**sample_columns(sample, methods.task, with_id), **seed_col}
     ordered = {m: res.outputs[m] for m in methods.names}
     level = {"noise_level": sample.noise_level} if methods.task == "deblur" else {}
     with_target = "learned" in methods.names and sample.target is not None
     told = methods.mismatch and abs(sample.noise_level - MISMATCH_TRUE) < 1e-9
     return {"sample_id": sample.sample_id, "fingerprint": sample_fingerprint(sample),
             "rows": [{**cols, "method": m, **sc} for m, sc in score(ordered, sample.x, sample.kernel_shape).items()],
-            "stage_rows": [{"sample_id": sample.sample_id, **level, **({"seed": seed} if seed is not None else {}),
+            "stage_rows": [{"sample_id": sample.sample_id, **level, **seed_col,
                             "stage": k + 1, "rho": float(res.rhos[k]),
                             "guidance_mean_255": float(g.mean()) * 255, "guidance_std_255": float(g.std()) * 255}
                            for k, g in enumerate(res.guidance)],
