@@ -221,6 +221,9 @@ class TrainConfig:
     # recompute each unrolled stage's activations in the backward pass instead of keeping them:
     # training memory nearly flat in model.stages, for about one more forward pass of compute
     activation_checkpointing: bool = False
+    # mixed precision of the networks (the FFT data steps stay float32): auto = bf16 on CUDA, none
+    # on CPU; bf16 / fp16 anywhere (fp16 with a loss scaler); off = float32 everywhere
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("pretrain_steps", "steps"):
@@ -241,6 +244,9 @@ class TrainConfig:
                f"must be a multiple of train.num_workers ({self.num_workers}): each worker takes an equal share")
         _check(self.num_workers == 1 or self.strategy in ("alternating", "joint"), "train.num_workers",
                "> 1 only with the first-order strategies (alternating, joint): the unrolled inner steps are per worker")
+        _check(self.amp != "fp16" or self.strategy in ("alternating", "joint"), "train.amp",
+               "fp16 only with the first-order strategies (alternating, joint): the loss scaler does not reach the "
+               "differentiated inner steps of unrolled/implicit; use bf16")
 
 
 @dataclass(frozen=True)

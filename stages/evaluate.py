@@ -7,8 +7,9 @@ Deblurring methods: ``input``, ``learned`` (the trained unfolded model), IRCNN a
 plug-and-play with the pre-trained denoiser told a nominal level (``*_blind``), the true one
 (``*_true``) or the one ``skimage.restoration.estimate_sigma`` estimates from the input
 (``*_estimated``), ``true_sigma_map`` (the IRCNN rule driven by the true per-pixel noise map), the
-``tune`` stage's schedules and classical knobs (``tuned.yaml``). Writes ``metrics.json`` (``dvc
-metrics show``), ``per_image.csv``, ``psnr_by_noise.csv`` (``dvc plots``), ``guidance.csv`` (the
+``tune`` stage's schedules and classical knobs (``tuned.yaml``). Writes ``metrics.json`` (every
+method, level and comparison), ``headline.json`` (the few numbers ``dvc metrics show`` and ``dvc exp
+show`` list: :func:`pipeline.report.headline`), ``per_image.csv``, ``psnr_by_noise.csv`` (``dvc plots``), ``guidance.csv`` (the
 proxy's map against the true one), ``stages.csv`` (learned rho_k and guidance per stage) and ``visuals/``.
 
 Rain and haze (``base.task`` derain / dehaze): ``input``, ``learned``, ``classical`` (median
@@ -40,6 +41,7 @@ from pipeline.datasets import iter_split, sample_rows
 from pipeline.device import pick_device, set_threads
 from pipeline.evaluation import Methods, evaluate, mean_psnr, merge_seeds, method_names, needs_tuned, restore_task, \
     select_methods, visual_arrays
+from pipeline.report import headline
 from stages.common import fill_paths, log, load_params, parser, run_main, seed_folder
 from stages.tracking import stage_run
 
@@ -128,6 +130,7 @@ def main() -> None:
             if task != "deblur" and cfg.real_folder:
                 metrics["n_real"] = restore_real(task, cfg, first_model, device, out / "real", args.quiet)
             io.write_json(out / "metrics.json", metrics)
+            io.write_json(out / "headline.json", headline(metrics, task))
             io.write_csv(out / "per_image.csv", result.rows)
             io.write_csv(out / "guidance.csv", result.guidance_rows)
             io.write_csv(out / "stages.csv", result.stage_rows)

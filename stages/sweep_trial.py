@@ -82,7 +82,7 @@ def run_trial(task: dict) -> dict:
     :class:`~stages.tracking.SweepRun` or ``None``), ``fault_step`` (testing: the worker dies
     once at that bilevel step).
     """
-    from pipeline.device import pick_device
+    from pipeline.device import pick_device, tune_for_fixed_shapes
     from pipeline.models.factory import build_model
     trial_dir = Path(task["dir"])
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -100,6 +100,7 @@ def run_trial(task: dict) -> dict:
             os._exit(1)  # the worker process dies, as on a lost node or an OOM kill
 
     device = pick_device(params.base.device)
+    tune_for_fixed_shapes(device)
     if params.train.num_workers > 1:
         state = train_data_parallel(params, prepared, degraded, trial_dir / "checkpoint.pt", trial_dir / "dp_model.pt",
                                     task["num_cpus"], task["num_gpus"])

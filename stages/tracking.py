@@ -2,7 +2,8 @@
 
 Default store (nothing to start): ``sqlite:///mlflow.db`` with artifacts in ``mlartifacts/``,
 both in the working directory (the project root under ``dvc repro``); ``MLFLOW_TRACKING_URI``
-overrides it. ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows the runs.
+overrides it. ``mlflow ui --backend-store-uri sqlite:///mlflow.db`` shows the runs; each stage
+logs the address of its experiment's runs table (:func:`runs_url`).
 
 Models: the train stage logs the model in MLflow's PyTorch format (``pt2``: ``torch.export``,
 no pickle) with the plain weights-only checkpoint alongside as an extra file; a model URI
@@ -38,6 +39,9 @@ ARTIFACT_DIR = "mlartifacts"
 MODEL_NAME = "model"  # the logged model's name in its run: runs:/<run_id>/model
 MODEL_URI_SCHEMES = ("runs:/", "models:/")
 EXPERIMENT_PREFIX = "hyperguide"  # one experiment per task: hyperguide-deblur, ...
+# MLflow 3 sorts experiments into GenAI and model development; ours are the latter
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+UI_ADDRESS = "http://127.0.0.1:5000"  # `mlflow ui`'s default
 T = TypeVar("T")
 
 
@@ -114,16 +118,29 @@ def experiment_name(task: str) -> str:
 
 def experiment_id(name: str) -> str:
     """The id of the experiment ``name`` in the current tracking URI, created when missing (the
-    default store keeps its artifacts in ``mlartifacts/``)."""
+    default store keeps its artifacts in ``mlartifacts/``), tagged as model development
+    (:data:`EXPERIMENT_TAGS`; an older experiment gets the tag too)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        for key, value in EXPERIMENT_TAGS.items():
+            if exp.tags.get(key) != value:
+                mlflow.MlflowClient(tracking_uri()).set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     location = None
     if tracking_uri() == DEFAULT_URI:
         location = Path(ARTIFACT_DIR).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+
+
+def runs_url(experiment: str, uri: str | None = None) -> str:
+    """Where ``mlflow ui`` shows the runs of ``experiment`` (an id): the tracking server itself for
+    an ``http(s)://`` URI, else the address ``mlflow ui`` serves on by default. The query opens
+    the runs table: MLflow 3's UI otherwise lands on its GenAI overview ("Traces: 0")."""
+    uri = uri or tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
 def process_alive(pid: int) -> bool:
@@ -193,7 +210,7 @@ def stage_run(stage: str, params: Params, extra_tags: dict[str, str] | None = No
         raise
     finally:
         mlflow.end_run(status=status)
-        log.info("MLflow run %s (%s) ended %s", run.info.run_id, stage, status)
+        log.info("MLflow run %s (%s) ended %s; the runs: %s", run.info.run_id, stage, status, runs_url(experiment))
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from pipeline import io
 from pipeline.bilevel.setup import build_training, run_training
 from pipeline.checkpoint import MODEL_FORMAT, save_model
 from pipeline.config import CONTROLS, Params, to_dict
-from pipeline.device import pick_device, set_threads
+from pipeline.device import pick_device, set_threads, tune_for_fixed_shapes
 from pipeline.models.packaged import PackagedDeblur
 from stages.common import TaskPaths, fill_paths, log, load_params, parser, run_main
 from stages.tracking import stage_run
@@ -106,6 +106,7 @@ def main() -> None:
     cfg = params.train
     set_threads(params.base.threads)
     device = pick_device(params.base.device)
+    tune_for_fixed_shapes(device)  # every training patch has the same shape
     out = Path(args.out)
     setup = build_training(params, args.prepared, args.degraded)
     model = setup.model
@@ -119,8 +120,8 @@ def main() -> None:
     with stage_run(stage, params, tags) as tracker:
         n_params = sum(p.numel() for p in model.parameters())
         tracker.log_metrics({"n_parameters": n_params, "n_train_images": len(setup.images), "n_val_samples": len(setup.val)})
-        log.info("training on %s: %d train images, %d val samples, %d parameters", device, len(setup.images),
-                 len(setup.val), n_params)
+        log.info("training on %s (amp %s): %d train images, %d val samples, %d parameters", device, cfg.amp,
+                 len(setup.images), len(setup.val), n_params)
 
         def log_row(row: dict) -> None:
             offset = 0 if row["phase"] == "pretrain" else cfg.pretrain_steps

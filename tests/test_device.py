@@ -1,9 +1,11 @@
-"""Device choice, and the same model on CUDA (bf16 autocast) as on the CPU (GPU tests skip without one)."""
+"""Device choice, mixed precision (``train.amp``), and the same model on CUDA (bf16 autocast) as on the
+CPU (GPU tests skip without one). Training in bf16 / fp16: tests/bilevel/test_setup.py."""
 import pytest
 import torch
 
 from pipeline.config import ModelConfig
-from pipeline.device import autocast, pick_device
+from pipeline.config import ConfigError, TrainConfig
+from pipeline.device import amp_dtype, autocast, grad_scaler, pick_device, to_device
 from pipeline.models.factory import build_model
 from pipeline.physics.blur import BlurPhysics
 
@@ -22,6 +24,22 @@ def test_autocast_is_a_no_op_on_cpu():
     with autocast(torch.device("cpu")):
         x = torch.ones(2, 2) @ torch.ones(2, 2)
     assert x.dtype == torch.float32
+
+
+def test_train_amp_modes_and_their_scaler():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype("auto", cpu) is None and amp_dtype("auto", cuda) == torch.bfloat16 and amp_dtype("off", cuda) is None
+    with autocast(cpu, True, amp_dtype("bf16", cpu)):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16  # explicit bf16 runs on the CPU too
+    with autocast(cpu, False, torch.bfloat16):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert grad_scaler(torch.float16, cpu) is not None and grad_scaler(torch.bfloat16, cpu) is None
+    assert to_device(torch.ones(2), cpu).device == cpu
+    with pytest.raises(ValueError, match="unknown amp mode"):
+        amp_dtype("fp8", cpu)
+    with pytest.raises(ConfigError, match="fp16 only with the first-order"):
+        TrainConfig(amp="fp16", strategy="unrolled")
+    TrainConfig(amp="bf16", strategy="unrolled")  # bf16 needs no scaler: every strategy
 
 
 @pytest.mark.gpu

@@ -113,13 +113,15 @@ def test_closure_follows_function_level_and_package_imports():
 
 
 def test_top_level_metrics_and_plots_follow_tasks_run():
-    """One metrics file and one training curve (the first seed's) per task of ``tasks.run``; the
-    per-noise PSNR plot is deblurring's only (rain and haze have no noise levels)."""
+    """One headline metrics file and one training curve (the first seed's) per task of
+    ``tasks.run``, and no other metric (``dvc exp show`` stays narrow: no stage declares
+    ``metrics:``); the per-noise PSNR plot is deblurring's only (rain and haze have no noise levels)."""
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     run, seed = params["tasks"]["run"], params["base"]["seeds"][0]
     metrics = [m if isinstance(m, str) else next(iter(m)) for m in doc["metrics"]]
-    assert sorted(metrics) == sorted(f"results/{t}/metrics.json" for t in run)
+    assert sorted(metrics) == sorted(f"results/{t}/headline.json" for t in run)
+    assert not [name for name, stage in doc["stages"].items() if "metrics" in stage.get("do", stage)]
     plots = {next(iter(p)) if isinstance(p, dict) else p for p in doc["plots"]}
     expected = {f"models/{t}/seed-{seed}/history.csv" for t in run} | ({"results/deblur/psnr_by_noise.csv"} if "deblur" in run else set())
     assert plots == expected

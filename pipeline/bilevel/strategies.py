@@ -105,21 +105,29 @@ class Strategy(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def apply_step(opt: torch.optim.Optimizer, loss: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> None:
     """One clipped step of ``opt`` on ``loss``; skipped when the loss is not finite (the trainer
-    counts those and stops after ``train.max_nonfinite`` in a row)."""
+    counts those and stops after ``train.max_nonfinite`` in a row). With a ``scaler`` (float16
+    training) the loss is scaled before the backward pass and the gradients unscaled before
+    clipping; the scaler skips the step itself when a scaled gradient overflowed."""
     if not math.isfinite(mean_value(loss.item())):  # every worker skips alike
         return
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    _finish_step(opt)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    _finish_step(opt, scaler)
 
 
-def _finish_step(opt: torch.optim.Optimizer) -> None:
+def _finish_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> None:
     params = [p for group in opt.param_groups for p in group["params"]]
     average_([p.grad for p in params if p.grad is not None])  # data-parallel workers
+    if scaler is not None:
+        scaler.unscale_(opt)  # clip the true gradients
     torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-    opt.step()
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
 
 
 def apply_grads(opt: torch.optim.Optimizer, grads: dict[nn.Parameter, torch.Tensor], value: float) -> None:
@@ -141,6 +149,7 @@ class Alternating:
     """
 
     name = "alternating"
+    scaler: torch.amp.GradScaler | None = None  # float16 training: set by the trainer
 
     def __init__(self, model: UnfoldedHQS, lr: float, lr_inner: float, weight: float):
         self.model, self.weight = model, weight
@@ -151,9 +160,9 @@ class Alternating:
     def step(self, batch: dict) -> dict[str, float]:
         g = guidance_loss(self.model, batch)
         if self.model.guidance_mode == "learned":
-            apply_step(self.inner, self.weight * g)
+            apply_step(self.inner, self.weight * g, self.scaler)
         f = reconstruction_loss(self.model, batch)
-        apply_step(self.outer, f)
+        apply_step(self.outer, f, self.scaler)
         return {"loss": f.item(), "guidance_loss": g.item()}
 
     def state_dict(self) -> dict:
@@ -168,6 +177,7 @@ class Joint:
     """The naive baseline: one step on ``f + w * g`` over all parameters."""
 
     name = "joint"
+    scaler: torch.amp.GradScaler | None = None  # float16 training: set by the trainer
 
     def __init__(self, model: UnfoldedHQS, lr: float, lr_inner: float, weight: float):
         self.model, self.weight = model, weight
@@ -177,7 +187,7 @@ class Joint:
     def step(self, batch: dict) -> dict[str, float]:
         f = reconstruction_loss(self.model, batch)
         g = guidance_loss(self.model, batch)
-        apply_step(self.opt, f + self.weight * g)
+        apply_step(self.opt, f + self.weight * g, self.scaler)
         return {"loss": f.item(), "guidance_loss": g.item()}
 
     def state_dict(self) -> dict:

@@ -24,7 +24,7 @@ from pipeline.bilevel.parallel import mean_value, shard, world
 from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale, strategy_options
 from pipeline.config import TrainConfig
 from pipeline.patches import PatchSampler, TaskPatchSampler
-from pipeline.device import autocast
+from pipeline.device import amp_dtype, autocast, grad_scaler, to_device
 from pipeline.generators import noise_maps
 from pipeline.io import atomic_path
 from pipeline.metrics import psnr
@@ -110,6 +110,10 @@ class Trainer:
         self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
         self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight,
                                       **strategy_options(cfg))
+        self.amp = amp_dtype(cfg.amp, device)  # None: full precision
+        self.scaler = grad_scaler(self.amp, device)
+        if self.scaler is not None:  # config validation allows fp16 only with strategies that take a scaler
+            self.strategy.scaler = self.scaler
         self.phase, self.step, self.history = "pretrain", 0, []
         self.nonfinite = 0
         self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
@@ -123,6 +127,7 @@ class Trainer:
             "proxy_opt": self.proxy_opt.state_dict(),
             "strategy": self.strategy.state_dict(), "rng": self.rng.bit_generator.state, "history": self.history,
             "pretrained": self.pretrained,
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def save(self) -> None:
@@ -150,6 +155,8 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         self.phase, self.step, self.history = state["phase"], state["step"], list(state["history"])
         self.pretrained = state["pretrained"]
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.resumed_from = self.step
         log.info("resumed from %s: phase %s, step %d", self.checkpoint, self.phase, self.step)
         return True
@@ -215,28 +222,32 @@ class Trainer:
         # every data-parallel worker draws the global batch (same stream) and keeps its share
         clean = self.sampler.clean_batch(self.cfg.batch_size)
         noisy, sigma = noisy_for_pretraining(clean, self.rng, self.cfg.pretrain_sigma_max / 255.0)
-        clean, noisy, sigma = (shard(t).to(self.device) for t in (clean, noisy, sigma))
-        with autocast(self.device):
+        clean, noisy, sigma = (to_device(shard(t), self.device) for t in (clean, noisy, sigma))
+        with self._autocast():
             out = self.model.denoiser(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
-        apply_step(self.pre_opt, loss)
+        apply_step(self.pre_opt, loss, self.scaler)
         losses = {"loss": loss.item()}
         if self.model.guidance_mode == "learned":
             b = {k: shard(v) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
-            with autocast(self.device):
-                estimate = self.model.proxy_map(b["y"].to(self.device))
-            g = F.mse_loss(estimate.float(), b["target"].to(self.device))
-            apply_step(self.proxy_opt, self.cfg.guidance_weight * g)
+            with self._autocast():
+                estimate = self.model.proxy_map(to_device(b["y"], self.device))
+            g = F.mse_loss(estimate.float(), to_device(b["target"], self.device))
+            apply_step(self.proxy_opt, self.cfg.guidance_weight * g, self.scaler)
             losses["guidance_loss"] = g.item()
         return losses
 
     def _bilevel_step(self) -> dict[str, float]:
-        b = {k: shard(v).to(self.device) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
+        b = {k: to_device(shard(v), self.device) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
         batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "target": b["target"]}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))
-        with autocast(self.device):
+        with self._autocast():
             return self.strategy.step(batch)
+
+    def _autocast(self):
+        """The networks in ``train.amp``'s precision (a no-op at full precision)."""
+        return autocast(self.device, self.amp is not None, self.amp)
 
     @torch.no_grad()
     def validate(self, phase: str) -> float:
@@ -249,7 +260,7 @@ class Trainer:
         scores = []
         for s in self.val:
             y, x, target = s.y.to(self.device), s.x.to(self.device), s.target.to(self.device)
-            with autocast(self.device):
+            with self._autocast():
                 if phase == "pretrain" and s.kernel is not None:
                     reference = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image
                     out = self.model.denoiser(y, target)  # deblurring's target: the noise-level map

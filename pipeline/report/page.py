@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pipeline.config import ReportConfig
-from pipeline.report import BOUND_METHODS, HIGHLIGHT, ordered_methods
+from pipeline.report import BOUND_METHODS, HIGHLIGHT, best_rival, ordered_methods
 from pipeline.report import figures as figs
 
 DAGGER = "†"
@@ -559,7 +559,6 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
 
 
 TASK_NAMES = {"deblur": "Deblurring", "derain": "Rain removal", "dehaze": "Haze removal"}
-BOUND_OR_REFERENCE = BOUND_METHODS | {"input"}  # not competitors in the overview
 
 
 def overview_table(metrics_by_task: Mapping[str, Mapping]) -> pd.DataFrame:
@@ -569,15 +568,14 @@ def overview_table(metrics_by_task: Mapping[str, Mapping]) -> pd.DataFrame:
     for task, m in metrics_by_task.items():
         entries = m.get("methods") or {}
         mean = {k: (_finite((v or {}).get("psnr_mean")), _finite((v or {}).get("ssim_mean"))) for k, v in entries.items()}
-        rivals = {k: v for k, v in mean.items() if k != HIGHLIGHT and k not in BOUND_OR_REFERENCE and v[0] is not None}
-        best = max(rivals, key=lambda k: rivals[k][0]) if rivals else None
+        best = best_rival(m)
         own = mean.get(HIGHLIGHT, (None, None))
-        margin = None if best is None or own[0] is None else own[0] - rivals[best][0]
+        margin = None if best is None or own[0] is None else own[0] - mean[best][0]
         rows[TASK_NAMES.get(task, task)] = {
             "test images": str(m.get("n_images", MISSING)),
             "input": _fmt(mean.get("input", (None,))[0], ".2f"),
             "learned": f"{_fmt(own[0], '.2f')} / {_fmt(own[1], '.3f')}",
-            "best other method": MISSING if best is None else f"`{best}` {rivals[best][0]:.2f} / {_fmt(rivals[best][1], '.3f')}",
+            "best other method": MISSING if best is None else f"`{best}` {mean[best][0]:.2f} / {_fmt(mean[best][1], '.3f')}",
             "learned − best other (dB)": _bold(_fmt(margin, "+.2f"), best is not None and
                                                significant_winner(m, HIGHLIGHT, best) == HIGHLIGHT),
         }

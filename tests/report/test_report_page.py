@@ -11,7 +11,7 @@ import yaml
 
 from pipeline import io
 from pipeline.report import figures as figs
-from pipeline.report import ordered_methods
+from pipeline.report import best_rival, headline, ordered_methods
 from pipeline.report.page import (
     compose,
     fig_to_png,
@@ -297,3 +297,17 @@ def test_the_report_prints_the_tuning_budget_and_which_schedules_fell_back_to_th
     assert inputs.tuning == {0: TUNED} and str(tmp_path / "seed-1.yaml") in inputs.missing
     page = render_markdown(compose(inputs, "t", ["learned"]))
     assert "budget of **464 CPU-s**" in page
+
+
+def test_the_headline_names_the_best_non_bound_rival_with_the_paired_interval():
+    m = with_comparisons((0.1, 0.9), (0.5, 1.5))
+    # true_sigma_map (30.0 mean) is a bound; input is a reference: the rival is ircnn_estimated (28.25)
+    assert best_rival(m) == "ircnn_estimated"
+    assert headline(m, "deblur") == {"deblur": {"learned": 28.75, "margin": 0.5, "ci_lo": 0.1, "ci_hi": 0.9,
+                                                "vs": "ircnn_estimated", "guidance_err": 1.3}}
+    # a control that beats learned becomes the rival; with no comparison of that pair, no margin
+    m["methods"]["no_guidance"] = {"psnr_mean": 29.5, "ssim_mean": 0.8}
+    m["methods"]["learned"]["psnr_mean"] = float("nan")
+    rain = headline({**m, "guidance_mae_255": None, "guidance_mae": 0.02}, "derain")["derain"]
+    assert rain == {"learned": None, "margin": None, "ci_lo": None, "ci_hi": None, "vs": "no_guidance",
+                    "guidance_err": 0.02}

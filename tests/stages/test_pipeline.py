@@ -3,6 +3,7 @@ re-run, MLflow runs."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import math
 import subprocess
 import time
@@ -145,8 +146,13 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
 
     shown = dvc(project_copy, "metrics", "show", "--json")
     assert shown.returncode == 0 and "learned" in shown.stdout
-    for task in TASKS:
-        assert f"results/{task}/metrics.json" in shown.stdout
+    for task in TASKS:  # the headlines only: the full tables are plain outputs
+        assert f"results/{task}/headline.json" in shown.stdout and f"results/{task}/metrics.json" not in shown.stdout
+    headline = json.loads((project_copy / "results" / "deblur" / "headline.json").read_text())["deblur"]
+    assert headline["learned"] == pytest.approx(metrics["deblur"]["methods"]["learned"]["psnr_mean"], abs=1e-3)
+    assert headline["vs"] in metrics["deblur"]["methods"] and headline["vs"] not in ("learned", "input", "true_sigma_map")
+    one_task = dvc(project_copy, "metrics", "show", "results/deblur/headline.json")
+    assert max(map(len, one_task.stdout.splitlines())) <= 120, one_task.stdout
 
     t0 = time.perf_counter()
     second = dvc(project_copy, "repro")
@@ -155,6 +161,23 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     assert "Running stage" not in second.stdout, second.stdout
     assert "didn't change" in second.stdout or "up to date" in second.stdout
     print(f"no-op repro: {noop_seconds:.1f} s")
+
+    # an experiment (`dvc exp run -S`, committed below so DVC has a baseline): only what the
+    # param reaches re-runs; `dvc exp show --only-changed` lists it within a 120-column terminal
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "repro"]):
+        subprocess.run(cmd, cwd=project_copy, check=True, capture_output=True)
+    exp = dvc(project_copy, "exp", "run", "-n", "visuals2", "-S", "+tasks.deblur.evaluate.n_visuals=2")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    assert "Running stage 'evaluate@deblur'" in exp.stdout and "Running stage 'train@deblur-0'" not in exp.stdout
+    assert "Running stage 'evaluate@derain'" not in exp.stdout
+    assert len(list((project_copy / "results" / "deblur" / "visuals").iterdir())) == 2
+    table = json.loads(dvc(project_copy, "exp", "show", "--json").stdout)
+    ran = {e["revs"][0]["name"]: e["revs"][0]["data"] for rev in table for e in rev.get("experiments") or []}
+    assert ran["visuals2"]["params"]["params.yaml"]["data"]["tasks"]["deblur"] == {"evaluate": {"n_visuals": 2}}
+    assert ran["visuals2"]["metrics"]["results/deblur/headline.json"]["data"]["deblur"]["learned"] == headline["learned"]
+    narrow = subprocess.run(["dvc", "exp", "show", "--no-pager", "--only-changed"], cwd=project_copy, capture_output=True,
+                            text=True, env={**project_env(project_copy), "COLUMNS": "120"}, timeout=300)
+    assert "visuals2" in narrow.stdout and max(map(len, narrow.stdout.splitlines())) <= 120, narrow.stdout
 
     # a typo in params.yaml: the validate stage refuses it before DVC removes any output
     good = (project_copy / "params.yaml").read_text()
@@ -174,7 +197,9 @@ def test_dvc_repro_runs_every_task_side_by_side_then_noop_and_mlflow_runs(projec
     mlflow.set_tracking_uri(f"sqlite:///{project_copy / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["hyperguide-deblur"], output_format="list")
     by_stage = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert set(by_stage) == STAGES | {"ablate"} and len(runs) == len(STAGES) + len(CONTROLS)
+    # one run per stage and control, and the experiment's evaluate@deblur and report runs
+    expected = Counter({**dict.fromkeys(STAGES, 1), "ablate": len(CONTROLS), "evaluate": 2, "report": 2})
+    assert Counter(r.data.tags["dvc_stage"] for r in runs) == expected
     assert all(r.info.status == "FINISHED" for r in runs)
     train = by_stage["train"]
     assert train.data.params["train.strategy"] == "alternating"

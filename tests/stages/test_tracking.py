@@ -1,13 +1,16 @@
 """The MLflow adapter's sweep runs, read back from a real SQLite store: the parent run opened,
 re-opened on a re-launch and closed; a finished and a failed child run with their params,
-curves (bilevel steps after the pre-training ones) and final metrics. A run left RUNNING by a killed
-stage: tests/hostile/test_kills.py."""
+curves (bilevel steps after the pre-training ones) and final metrics; a stage's experiment tagged
+for MLflow 3's model-development view, and the link to its runs table. A run left RUNNING by a
+killed stage: tests/hostile/test_kills.py."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from mlflow import MlflowClient
 
-from stages.tracking import close_sweep_run, log_trial_run, open_sweep_run, scratch_run
+from stages.tracking import close_sweep_run, log_trial_run, open_sweep_run, runs_url, scratch_run, stage_run
 
 
 @pytest.fixture
@@ -55,3 +58,26 @@ def test_a_scratch_run_keeps_its_store_in_its_folder(tmp_path):
     run = client.get_run(tracker.run_id)
     assert run.data.metrics == {"loss": 1.5} and run.info.status == "FINISHED"
     assert run.info.artifact_uri.startswith((tmp_path / "work" / "artifacts").as_uri())
+
+
+def test_a_stage_run_tags_its_experiment_for_model_development_and_logs_where_its_runs_are(store, caplog):
+    import logging
+
+    from mlflow.entities import ViewType
+
+    from pipeline.config import Params
+    client = MlflowClient(store)
+    old = client.create_experiment("hyperguide-derain")  # an experiment of an older version: no kind tag
+    with caplog.at_level(logging.INFO, logger="stages.tracking"):
+        with stage_run("evaluate", Params()):
+            pass
+    exps = {e.name: e for e in client.search_experiments(view_type=ViewType.ALL)}
+    deblur = exps["hyperguide-deblur"]
+    assert deblur.tags["mlflow.experimentKind"] == "custom_model_development"
+    url = f"http://127.0.0.1:5000/#/experiments/{deblur.experiment_id}/runs?workflowType=machine_learning"
+    assert url in caplog.text
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    with stage_run("evaluate", Params(base=dataclasses.replace(Params().base, task="derain"))):
+        pass
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert runs_url("7", "http://tracking:5000/") == "http://tracking:5000/#/experiments/7/runs?workflowType=machine_learning"
