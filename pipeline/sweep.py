@@ -364,6 +364,40 @@ def summary_record(spec: SweepSpec, frame: pd.DataFrame, ranking: pd.DataFrame) 
             "ranking": json.loads(ranking.to_json(orient="records"))}
 
 
+def winner_overrides(spec: SweepSpec, trials: list[Trial], ranking: pd.DataFrame) -> tuple[Trial, dict] | None:
+    """The ranking's best configuration as ``params.yaml`` keys: ``(a trial of it, overrides)``,
+    the overrides being the sweep's ``overrides`` and the winner's axis values, all under
+    ``tasks.<task>`` (so the other tasks of the pipeline keep their settings). Merged into the
+    ``params.yaml`` the sweep started from, they resolve for that task to the winner's params
+    (the training seed aside: ``base.seeds`` stays the pipeline's). ``None`` with no ranking."""
+    if not len(ranking):
+        return None
+    best = ranking.iloc[0]
+    axes = [a.name for a in spec.axes]
+    for t in trials:
+        values = dict(t.values)
+        if all(_fmt(values[a]) == _fmt(best[a].item() if hasattr(best[a], "item") else best[a]) for a in axes):
+            over = dict(spec.overrides)
+            for axis, value in t.values:
+                over = merge(over, axis_override(axis, value))
+            return t, {"tasks": {t.params.base.task: over}}
+    raise SweepError(f"sweep {spec.name}: the ranking's best row matches no trial")
+
+
+def best_yaml(spec: SweepSpec, trial: Trial, overrides: dict, ranking: pd.DataFrame) -> str:
+    """``best.yaml``: the winner's overrides with a header saying what won, by how much, on what."""
+    import yaml
+
+    best = ranking.iloc[0]
+    runner = (f"; the runner-up is {float(best['mean'] - ranking.iloc[1]['mean']):.3f} dB below"
+              if len(ranking) > 1 else "")
+    header = (f"# The winner of sweep '{spec.name}': {trial.label}\n"
+              f"# validation PSNR {float(best['mean']):.3f} dB, mean over {int(best['n'])} seed(s){runner}.\n"
+              f"# Apply: python -m stages.sweep --apply {spec.name}  (or python -m stages.apply <this file>), "
+              f"then dvc repro.\n")
+    return header + yaml.safe_dump(overrides, sort_keys=False)
+
+
 def stage_table(records: list[dict]) -> pd.DataFrame:
     """The finished trials' per-stage rows, each labelled with its configuration (``config``):
     what :func:`stages_figure` draws."""

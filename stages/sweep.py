@@ -19,7 +19,9 @@ Tracking (``stages/tracking.py``): one MLflow parent run per sweep (re-opened on
 child run per trial with its params, curves and final metrics, logged by the trial itself to
 the same tracking URI (make it a server, ``http://...``, on a cluster). Writes
 ``OUT/results.csv``, ``results.md``, ``ranking.csv``, ``summary.md``, ``summary.json``,
-``figures/*.png`` and ``run.json`` (timings and counts).
+``best.yaml`` (the winner as ``params.yaml`` keys), ``figures/*.png`` and ``run.json`` (timings
+and counts). ``python -m stages.sweep --apply NAME`` merges ``best.yaml`` into ``params.yaml``
+(:mod:`stages.apply`), so that ``dvc repro`` trains the winner.
 """
 from __future__ import annotations
 
@@ -33,15 +35,15 @@ import pandas as pd
 
 from pipeline import io
 from pipeline.config import ConfigError, flatten, merge, params_from_dict, pin_task
-from pipeline.sweep import (SweepSpec, Trial, expand, markdown_table, parse_sweep, psnr_by_noise_figure, rank,
-                            ranking_text, results_frame, stage_table, stages_figure, summary_markdown, summary_record,
-                            time_figure)
-from stages import ray_adapter
+from pipeline.sweep import (SweepSpec, Trial, best_yaml, expand, markdown_table, parse_sweep, psnr_by_noise_figure,
+                            rank, ranking_text, results_frame, stage_table, stages_figure, summary_markdown,
+                            summary_record, time_figure, winner_overrides)
+from stages import apply, ray_adapter
 from stages.common import TaskPaths, log, load_params, parser, read_yaml, run_main
 from stages.sweep_trial import LAUNCH_MARKERS, attempts, read_finished, run_trial, trial_task
 from stages.tracking import SweepRun, close_sweep_run, log_trial_run, open_sweep_run
 
-OUTPUTS = ("results.csv", "results.md", "ranking.csv", "summary.md", "summary.json")
+OUTPUTS = ("results.csv", "results.md", "ranking.csv", "summary.md", "summary.json", "best.yaml")
 
 
 def data_fingerprint(prepared: Path, degraded: Path) -> str:
@@ -96,8 +98,10 @@ def failed_record(t: Trial, task: dict, exc: BaseException) -> dict:
     return record
 
 
-def write_outputs(records: list[dict], spec: SweepSpec, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Table (CSV, Markdown), ranking, summary and figures from every trial's record."""
+def write_outputs(records: list[dict], spec: SweepSpec, out: Path, trials: list[Trial]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Table (CSV, Markdown), ranking, summary, the winner as params (``best.yaml``) and figures
+    from every trial's record."""
     import matplotlib.pyplot as plt
 
     frame = results_frame(records, spec)
@@ -108,6 +112,9 @@ def write_outputs(records: list[dict], spec: SweepSpec, out: Path) -> tuple[pd.D
     io.write_text(out / "ranking.csv", ranking.to_csv(index=False))
     io.write_text(out / "summary.md", summary_markdown(spec, frame, ranking, text))
     io.write_json(out / "summary.json", summary_record(spec, frame, ranking))
+    winner = winner_overrides(spec, trials, ranking)
+    if winner is not None:
+        io.write_text(out / "best.yaml", best_yaml(spec, *winner, ranking))
     for name, fig in (("psnr_by_noise.png", psnr_by_noise_figure(frame, spec)), ("train_time.png", time_figure(frame, spec)),
                       ("stages.png", stages_figure(stage_table(records)))):
         with io.atomic_path(out / "figures" / name) as tmp:
@@ -133,6 +140,15 @@ def parse_fault(text: str | None) -> tuple[str, int] | None:
     return trial, int(step)
 
 
+def apply_winner(name: str, params_path: Path) -> None:
+    """``--apply``: the sweep's ``best.yaml`` merged into the params file (validated, comments kept)."""
+    path = Path(name)
+    path = path / "best.yaml" if path.is_dir() else path if path.is_file() else Path("sweeps/results") / name / "best.yaml"
+    if not path.exists():
+        raise io.InputError(f"{path}: no best.yaml (has sweep {name!r} finished a trial?)")
+    apply.report(apply.apply_file(params_path, path), params_path, dry_run=False)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sweep", default="sweeps/tiny.yaml", help="the sweep file (axes, seeds, resources)")
@@ -144,7 +160,12 @@ def main() -> None:
     p.add_argument("--no-tracking", action="store_true", help="no MLflow runs")
     p.add_argument("--inject-fault", default=None, metavar="TRIAL@STEP",
                    help="testing: the worker of TRIAL (an id or an index among the trials to run) dies once at that bilevel step")
+    p.add_argument("--apply", default=None, metavar="NAME",
+                   help="merge the winner of sweep NAME (sweeps/results/NAME/best.yaml, or a results folder, or a "
+                        "best.yaml) into --params, then exit: `dvc repro` then trains it")
     args = p.parse_args()
+    if args.apply:
+        return apply_winner(args.apply, Path(args.params))
     load_params(args.params)  # the params file alone must be valid (clear errors first)
     base = read_yaml(Path(args.params), "params file") or {}
     spec = load_spec(Path(args.sweep), base)
@@ -172,7 +193,7 @@ def main() -> None:
                                    fault) if pending else ([], 0.0)
     wall = time.perf_counter() - t0
     by_id = {**done, **{r["trial_id"]: r for r in records}}
-    frame, ranking, text = write_outputs([by_id[t.trial_id] for t in trials], spec, out)
+    frame, ranking, text = write_outputs([by_id[t.trial_id] for t in trials], spec, out, trials)
     failed = frame[frame["status"] != "finished"]["trial_id"].tolist()
     counts = {"n_run": len(pending), "n_read_back": len(done), "n_failed": len(failed)}
     io.write_json(out / "run.json", {"wall_seconds": round(wall, 2), "ray_startup_seconds": round(startup, 2), **counts})
@@ -180,7 +201,8 @@ def main() -> None:
         best = {"best_val_psnr": float(ranking.iloc[0]["mean"])} if len(ranking) else {}
         close_sweep_run(tracking, {"n_trials": len(trials), **counts, "wall_seconds": wall,
                                    "ray_startup_seconds": startup, **best},
-                        [out / name for name in OUTPUTS] + [out / "figures"], failed=bool(failed))
+                        [out / name for name in OUTPUTS if (out / name).exists()] + [out / "figures"],
+                        failed=bool(failed))
     log.info("%s", text)
     if failed:
         log.error("%d trial(s) failed: %s (see %s)", len(failed), ", ".join(failed), out / "summary.md")

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import profile_dict
 from pipeline.config import ConfigError
-from pipeline.sweep import (SweepError, expand, markdown_table, parse_sweep, psnr_by_noise_figure, rank, ranking_text,
-                            results_frame, stages_figure, time_figure)
+from pipeline.sweep import (SweepError, best_yaml, expand, markdown_table, parse_sweep, psnr_by_noise_figure, rank,
+                            ranking_text, results_frame, stages_figure, time_figure, winner_overrides)
 
 SPEC = {"name": "t", "seeds": [0, 1], "resources": {"num_cpus": 1, "num_gpus": 0.25},
         "axes": {"strategy": ["alternating", "unrolled", "none"], "K": [2, 3]}}
@@ -99,3 +99,31 @@ def test_figures_render():
         buf = _io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_the_winner_as_params_resolves_to_the_winning_trials_config_and_leaves_other_tasks_alone():
+    import yaml
+
+    from pipeline.config import merge, params_from_dict, to_dict
+    base = profile_dict()
+    spec = parse_sweep({**SPEC, "overrides": {"train": {"steps": 7}}}, base)
+    trials = expand(spec, base)
+    # the second configuration wins (unrolled, K=3): each seed's val PSNR is made highest for it
+    records = [{"trial_id": t.trial_id, "status": "finished", "values": [list(v) for v in t.values], "seed": t.seed,
+                "metrics": {"val_psnr": 30.0 if dict(t.values) == {"strategy": "unrolled", "K": 3} else 20.0 + t.seed}}
+               for t in trials]
+    ranking = rank(results_frame(records, spec), spec)
+    trial, overrides = winner_overrides(spec, trials, ranking)
+    assert dict(trial.values) == {"strategy": "unrolled", "K": 3}
+    assert overrides == {"tasks": {"deblur": {"train": {"steps": 7, "strategy": "unrolled"}, "model": {"stages": 3}}}}
+    text = best_yaml(spec, trial, overrides, ranking)
+    assert text.startswith("# The winner of sweep 't': strategy=unrolled, K=3") and "30.000 dB" in text
+    assert yaml.safe_load(text) == overrides
+    applied = merge(base, overrides)
+    for seed in spec.seeds:  # the pipeline's train@deblur-<seed> resolves to that seed's trial
+        got = params_from_dict(merge(applied, {"base": {"seed": seed}}), "deblur")
+        want = next(t for t in trials if t.seed == seed and dict(t.values) == dict(trial.values)).params
+        for section in ("base", "prepare", "degrade", "model", "train", "tune", "evaluate"):
+            assert to_dict(getattr(got, section)) == to_dict(getattr(want, section)), section
+    for task in ("derain", "dehaze"):  # the other tasks train what they trained before
+        assert to_dict(params_from_dict(applied, task)) == to_dict(params_from_dict(base, task))

@@ -139,3 +139,44 @@ def test_two_ray_train_workers_follow_one_workers_loss_curve(data, tmp_path):
     for a, b in zip(reference, got):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), (a, b)
         assert b["val_psnr"] == pytest.approx(a["val_psnr"], rel=1e-5), (a, b)
+
+
+@pytest.mark.slow
+def test_the_winner_applied_to_params_trains_to_the_same_validation_psnr(data, tmp_path):
+    """best.yaml -> `stages.sweep --apply` -> the train stage (what `dvc repro` runs): the same
+    resolved config as the winning trial, and the same validation PSNR (one torch thread, as the
+    trial had)."""
+    from pipeline import datasets
+    from pipeline.checkpoint import load_model
+    from pipeline.sweep import evaluate_validation
+
+    (data / "w.yaml").write_text(yaml.safe_dump({**SWEEP, "name": "w2", "overrides": {"train": {"steps": 8}},
+                                                 "axes": {"K": [1, 2]}}))
+    done = run(data, "stages.sweep", "--params", "params.yaml", "--sweep", "w.yaml", "--out", "w_out", "--num-cpus", "2",
+               "--object-store-mb", "100", "--quiet", "--no-tracking")
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranking = json.loads((data / "w_out" / "summary.json").read_text())["ranking"]
+    winner = json.loads((data / "w_out" / "trials" / f"K={ranking[0]['K']}__seed=0" / "result.json").read_text())
+    assert "# The winner of sweep 'w2'" in (data / "w_out" / "best.yaml").read_text()
+
+    (tmp_path / "params.yaml").write_text((data / "params.yaml").read_text())
+    applied = run(tmp_path, "stages.sweep", "--params", "params.yaml", "--apply", str(data / "w_out"))
+    assert applied.returncode == 0 and "changed tasks.deblur.model.stages" in applied.stderr, applied.stderr[-2000:]
+    resolved = params_from_dict(yaml.safe_load((tmp_path / "params.yaml").read_text()), "deblur")
+    assert (resolved.model.stages, resolved.train.steps) == (ranking[0]["K"], 8)
+
+    prepared, degraded = data / "data" / "deblur" / "prepared", data / "data" / "deblur" / "degraded"
+    env = {**project_env(tmp_path), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    trained = subprocess.run([sys.executable, "-m", "stages.train", "--params", "params.yaml", "--task", "deblur",
+                              "--seed", "0", "--prepared", str(prepared), "--degraded", str(degraded), "--out", "m",
+                              "--checkpoint", "m/ckpt.pt", "--quiet"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=400)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    model = load_model(tmp_path / "m" / "model.pt", task="deblur")[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics, _ = evaluate_validation(model, datasets.read_split(prepared, degraded, "val"), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["val_psnr"] == pytest.approx(winner["metrics"]["val_psnr"], abs=1e-3), (metrics, winner["metrics"])
