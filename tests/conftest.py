@@ -1,6 +1,9 @@
-"""Shared fixtures: the shrunken test profile, odd non-square images, seeded generators."""
+"""Shared fixtures: the shrunken test profile, odd non-square images, seeded generators; the test
+profile's deblurring data written by the stages (for the sweep tests)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +42,21 @@ def odd_image(rng) -> torch.Tensor:
 def project_copy(tmp_path) -> Path:
     """A fresh git + DVC copy of the project with the test profile as its params.yaml."""
     return copy_project(tmp_path / "project", yaml.safe_dump(profile_dict(), sort_keys=False))
+
+
+def run_module(cwd: Path, *args: str, timeout: int = 400, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m ARGS`` in ``cwd`` with the project importable (``env`` added to the environment)."""
+    full = {**project_env(cwd), "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def deblur_split(root: Path) -> Path:
+    """``root`` with the test profile's params.yaml and its prepared and degraded deblurring data
+    (``data/deblur/...``: 1 validation image x 2 noise levels), written by the stages."""
+    (root / "params.yaml").write_text(yaml.safe_dump(profile_dict(), sort_keys=False))
+    for cmd in (["stages.prepare", "--out", "data/deblur/prepared"],
+                ["stages.degrade", "--prepared", "data/deblur/prepared", "--out", "data/deblur/degraded"]):
+        done = run_module(root, *cmd, "--params", "params.yaml", "--quiet")
+        assert done.returncode == 0, done.stderr[-2000:]
+    return root

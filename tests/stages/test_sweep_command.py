@@ -14,29 +14,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, profile_dict, project_env
+from conftest import ROOT, deblur_split, profile_dict, project_env, run_module as run
 from pipeline.config import params_from_dict
 
 SWEEP = {"name": "t2", "seeds": [0], "resources": {"num_cpus": 1}, "max_retries": 2,
          "axes": {"strategy": ["alternating", "unrolled"]}}
 
 
-def run(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**project_env(cwd), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """The test profile's prepared and degraded data (1 validation image x 2 noise levels)."""
-    root = tmp_path_factory.mktemp("sweep")
-    (root / "params.yaml").write_text(yaml.safe_dump(profile_dict(), sort_keys=False))
-    for cmd in (["stages.prepare", "--out", "data/deblur/prepared"],
-                ["stages.degrade", "--prepared", "data/deblur/prepared", "--out", "data/deblur/degraded"]):
-        done = run(root, *cmd, "--params", "params.yaml", "--quiet")
-        assert done.returncode == 0, done.stderr[-2000:]
-    return root
+    return deblur_split(tmp_path_factory.mktemp("sweep"))
 
 
 def sweep(root: Path, *extra: str) -> subprocess.CompletedProcess:
