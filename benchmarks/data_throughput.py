@@ -9,7 +9,9 @@ others), in the training process, between steps. This times the two halves apart
 params of ``params.yaml`` (``--profile``: overrides merged on, e.g. the paper's scale):
 
 * synthesis: ``--batches`` calls of the sampler's ``degraded_batch(train.batch_size)`` (what one
-  bilevel step reads) on the scikit-image default images;
+  bilevel step reads) on the scikit-image default images, in the process or, with
+  ``--data-workers N`` (default ``train.data_workers``), by N worker processes as the trainer
+  draws them (``pipeline.batches``; the pool's start-up not timed);
 * model: ``--steps`` bilevel steps (``train.strategy``, ``train.amp``) of the seeded model on
   batches made beforehand, on ``--device``, after one untimed warm-up step.
 
@@ -30,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.batches import BatchSpec, Prefetcher, worker_pool  # noqa: E402
 from pipeline.bilevel.setup import init_model, patch_sampler  # noqa: E402
 from pipeline.bilevel.strategies import make_strategy, strategy_options  # noqa: E402
 from pipeline.bilevel.trainer import bind_physics  # noqa: E402
@@ -52,6 +55,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="bilevel steps of the model (timed)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: base.device)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--data-workers", type=int, default=None,
+                   help="synthesis in this many worker processes (default: train.data_workers; 0: in-process)")
     args = p.parse_args()
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     if args.profile:
@@ -67,10 +72,23 @@ def main() -> None:
     rng = rng_for(params.base.seed, "train-stream")
     sampler = patch_sampler(params, images, rng)
 
-    sampler.degraded_batch(cfg.batch_size)  # warm-up: kernel FFT plans, first allocations
-    t0 = time.perf_counter()
-    batches = [sampler.degraded_batch(cfg.batch_size) for _ in range(max(args.batches, args.steps + 1))]
-    synthesis_seconds = (time.perf_counter() - t0) / len(batches)
+    workers = cfg.data_workers if args.data_workers is None else args.data_workers
+    n = max(args.batches, args.steps + 1)
+    spec = BatchSpec(cfg.batch_size, cfg.pretrain_sigma_max / 255.0, True)
+    if workers:  # as the trainer draws them: a spawned pool, 2 x workers batches ahead
+        with worker_pool(sampler, workers) as pool:
+            with Prefetcher(pool, 0, "bilevel", spec, 0, workers, workers) as warm:  # start-up, not timed
+                for _ in range(workers):
+                    warm.next()
+            t0 = time.perf_counter()
+            with Prefetcher(pool, 0, "bilevel", spec, workers, workers + n, 2 * workers) as prefetcher:
+                batches = [prefetcher.next() for _ in range(n)]
+            synthesis_seconds = (time.perf_counter() - t0) / n
+    else:
+        sampler.degraded_batch(cfg.batch_size)  # warm-up: kernel FFT plans, first allocations
+        t0 = time.perf_counter()
+        batches = [sampler.degraded_batch(cfg.batch_size) for _ in range(n)]
+        synthesis_seconds = (time.perf_counter() - t0) / n
 
     model = init_model(params.model, images[0].shape[0], args.task, params.base.seed).to(device)
     strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight, **strategy_options(cfg))
@@ -96,6 +114,7 @@ def main() -> None:
     print(f"device={device}")
     print(f"amp={cfg.amp}")
     print(f"torch_threads={torch.get_num_threads()}")
+    print(f"data_workers={workers}")
     print(f"batch_size={cfg.batch_size}")
     print(f"patch_size={cfg.patch_size}")
     print(f"stages={params.model.stages}")

@@ -224,6 +224,10 @@ class TrainConfig:
     # mixed precision of the networks (the FFT data steps stay float32): auto = bf16 on CUDA, none
     # on CPU; bf16 / fp16 anywhere (fp16 with a loss scaler); off = float32 everywhere
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # patch synthesis in N worker processes ahead of the training loop (a GPU must not wait for
+    # it); 0 = in the training process, from the run's one stream. N > 0 draws other batches
+    # (each from a seed of its own), the same for every N (pipeline/batches.py)
+    data_workers: int = 0
 
     def __post_init__(self) -> None:
         for key in ("pretrain_steps", "steps"):
@@ -244,6 +248,7 @@ class TrainConfig:
                f"must be a multiple of train.num_workers ({self.num_workers}): each worker takes an equal share")
         _check(self.num_workers == 1 or self.strategy in ("alternating", "joint"), "train.num_workers",
                "> 1 only with the first-order strategies (alternating, joint): the unrolled inner steps are per worker")
+        _check(0 <= self.data_workers <= 256, "train.data_workers", "must be in [0, 256]")
         _check(self.amp != "fp16" or self.strategy in ("alternating", "joint"), "train.amp",
                "fp16 only with the first-order strategies (alternating, joint): the loss scaler does not reach the "
                "differentiated inner steps of unrolled/implicit; use bf16")

@@ -28,7 +28,7 @@ from pipeline.data import chw_to_hwc
 from pipeline.datasets import Sample
 from pipeline.device import autocast
 from pipeline.io import InputError
-from pipeline.metrics import PSNR_CAP_DB, kernel_crop, psnr, ssim
+from pipeline.metrics import PSNR_CAP_DB, kernel_crop, luminance, psnr, ssim
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
@@ -259,10 +259,18 @@ def restore_sample(sample: Sample, methods: Methods) -> Restoration:
 
 
 def score(outputs: dict[str, np.ndarray], x: np.ndarray, kernel_shape: tuple[int, int]) -> dict[str, dict[str, float]]:
-    """``{method: {"psnr": .., "ssim": ..}}`` against ``x (C, H, W)``, kernel border cropped."""
+    """``{method: {"psnr": .., "ssim": ..}}`` against ``x (C, H, W)``, kernel border cropped; for
+    colour images also ``psnr_y``, ``ssim_y`` on the BT.601 luma (:func:`pipeline.metrics.luminance`)."""
     crop = kernel_crop(kernel_shape)
     gt = chw_to_hwc(x)
-    return {m: {"psnr": psnr(chw_to_hwc(o), gt, crop), "ssim": ssim(chw_to_hwc(o), gt, crop)} for m, o in outputs.items()}
+    out = {}
+    for m, o in outputs.items():
+        img = chw_to_hwc(o)
+        out[m] = {"psnr": psnr(img, gt, crop), "ssim": ssim(img, gt, crop)}
+        if gt.shape[-1] == 3:
+            y, y_gt = luminance(img), luminance(gt)
+            out[m].update(psnr_y=psnr(y, y_gt, crop), ssim_y=ssim(y, y_gt, crop))
+    return out
 
 
 def level_key(level: float) -> str:
@@ -279,14 +287,16 @@ def aggregate(rows: list[dict], noise_levels: list[float], methods: Sequence[str
     to its clean image, whose PSNR is infinite) adds ``psnr_cap_db`` and ``psnr_capped``
     (``{method: [sample, ...]}``, the samples as :func:`row_sample` names them); absent otherwise."""
     result: dict = {"noise_levels": [float(l) if l != int(l) else int(l) for l in noise_levels], "methods": {}}
+    # colour rows also carry the luma scores (score): their means too, as psnr_y_mean / ssim_y_mean
+    metrics = ("psnr", "ssim", *(("psnr_y", "ssim_y") if rows and all("psnr_y" in r for r in rows) else ()))
     for m in methods:
         entry: dict = {"psnr": {}, "ssim": {}}
-        for metric in ("psnr", "ssim"):
+        for metric in metrics:
             per_level = []
             for level in noise_levels:
                 vals = [r[metric] for r in rows if r["method"] == m and abs(float(r["noise_level"]) - level) < 1e-6]
                 if vals:
-                    entry[metric][level_key(level)] = float(np.mean(vals))
+                    entry.setdefault(metric, {})[level_key(level)] = float(np.mean(vals))
                     per_level.append(float(np.mean(vals)))
             if not noise_levels:  # rain, haze: no noise levels, the mean over every sample
                 per_level = [float(np.mean(vals))] if (vals := [r[metric] for r in rows if r["method"] == m]) else []

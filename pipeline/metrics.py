@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
@@ -41,6 +42,14 @@ def ssim(x: np.ndarray, gt: np.ndarray, crop: int = 0) -> float:
         x, gt = x[..., 0], gt[..., 0]
     return float(structural_similarity(gt, x, data_range=1.0, channel_axis=channel_axis,
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """The ITU-R BT.601 luma ``Y`` of an ``(H, W, 3)`` RGB image in [0, 1], in [16, 235] / 255: the
+    channel on which the rain and haze literature reports PSNR/SSIM (MATLAB's ``rgb2ycbcr``)."""
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"luminance needs an (H, W, 3) RGB image, got {img.shape}")
+    return rgb2ycbcr(np.clip(img, 0.0, 1.0))[..., 0] / 255.0
 
 
 def kernel_crop(kernel_shape: tuple[int, int]) -> int:

@@ -7,6 +7,7 @@ optimiser states, the sampler's random state, the history), saved atomically, lo
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -20,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline.batches import BatchSpec, Prefetcher, draw_batch, worker_pool
 from pipeline.bilevel.parallel import mean_value, shard, world
 from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale, strategy_options
 from pipeline.config import TrainConfig
 from pipeline.patches import PatchSampler, TaskPatchSampler
 from pipeline.device import amp_dtype, autocast, grad_scaler, to_device
-from pipeline.generators import noise_maps
 from pipeline.io import atomic_path
 from pipeline.metrics import psnr
 from pipeline.models.task_models import Observation
@@ -56,25 +57,6 @@ def bind_physics(y: torch.Tensor, kernel: torch.Tensor | None) -> BlurPhysics | 
     """The forward model the unfolded model takes: the blur bound to ``y (B, C, H, W)`` and
     ``kernel (B, k, k)`` or ``(k, k)``, or, for the blind tasks (``kernel`` None), ``y`` alone."""
     return BlurPhysics(y, kernel) if kernel is not None else Observation(y)
-
-
-def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``clean (B, C, P, P)`` -> noisy patches and their maps ``(B, 1, P, P)``.
-
-    Levels uniform in ``[0, sigma_max]``; half the maps spatially varying, so the prior learns to
-    follow a map, not only a scalar.
-    """
-    b, _, h, w = clean.shape
-    maps = []
-    for _ in range(b):
-        level = float(rng.uniform(0.0, sigma_max))
-        if rng.uniform() < 0.5:
-            maps.append(noise_maps.constant_map((h, w), level))
-        else:
-            maps.append(noise_maps.smooth_map(rng, (h, w), level, spread=0.8))
-    sigma = torch.from_numpy(np.stack(maps))
-    noise = torch.from_numpy(rng.standard_normal(clean.shape).astype(np.float32))
-    return clean + sigma * noise, sigma
 
 
 class Trainer:
@@ -110,6 +92,9 @@ class Trainer:
         self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
         self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight,
                                       **strategy_options(cfg))
+        self.batch_spec = BatchSpec(cfg.batch_size, cfg.pretrain_sigma_max / 255.0, model.guidance_mode == "learned")
+        # worker processes draw batch i of a phase from a seed of its own (pipeline.batches)
+        self.stream_seed = int(hashlib.sha256(self.config_key.encode()).hexdigest()[:15], 16)
         self.amp = amp_dtype(cfg.amp, device)  # None: full precision
         self.scaler = grad_scaler(self.amp, device)
         if self.scaler is not None:  # config validation allows fp16 only with strategies that take a scaler
@@ -118,6 +103,7 @@ class Trainer:
         self.nonfinite = 0
         self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
         self.resumed_from: int | None = None
+        self.pool = None  # train.data_workers' processes while run() runs
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -163,6 +149,11 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
+        workers = worker_pool(self.sampler, self.cfg.data_workers) if self.cfg.data_workers else contextlib.nullcontext()
+        with workers as self.pool:  # one pool for both phases (None: batches drawn in this process)
+            return self._run()
+
+    def _run(self) -> list[dict]:
         self.try_resume()
         if self.phase == "pretrain":
             self._loop("pretrain", self.cfg.pretrain_steps, self._pretrain_step)
@@ -176,14 +167,30 @@ class Trainer:
             self.save()
         return self.history
 
-    def _loop(self, phase: str, total: int, step_fn: Callable[[], dict[str, float]]) -> None:
+    @contextlib.contextmanager
+    def _batches(self, phase: str, total: int):
+        """``next_batch()`` for the steps ``self.step .. total`` of ``phase``: drawn here from the
+        run's stream, or by ``train.data_workers`` processes ahead of the loop."""
+        if self.pool is None:
+            yield lambda: draw_batch(self.sampler, self.rng, phase, self.batch_spec)
+            return
+        with Prefetcher(self.pool, self.stream_seed, phase, self.batch_spec, self.step, total,
+                        2 * self.cfg.data_workers) as prefetcher:
+            yield prefetcher.next
+
+    def _loop(self, phase: str, total: int, step_fn: Callable[[dict], dict[str, float]]) -> None:
+        with self._batches(phase, total) as next_batch:
+            self._steps(phase, total, step_fn, next_batch)
+
+    def _steps(self, phase: str, total: int, step_fn: Callable[[dict], dict[str, float]],
+               next_batch: Callable[[], dict]) -> None:
         self.model.train()
         bar = tqdm(total=total, initial=self.step, desc=phase, disable=not self.progress, leave=False)
         running: dict[str, list[float]] = {}
         t0, n = time.perf_counter(), 0
         while self.step < total:
             # data-parallel workers log (and stop on) the global batch's losses
-            losses = {k: mean_value(v) for k, v in step_fn().items()}
+            losses = {k: mean_value(v) for k, v in step_fn(next_batch()).items()}
             self._check_finite(phase, losses)
             self.step += 1
             n += 1
@@ -215,21 +222,19 @@ class Trainer:
             raise TrainingDiverged(f"{phase} step {self.step}: {self.nonfinite} non-finite losses in a row {losses}"
                                    f" (lower train.lr?){where}")
 
-    def _pretrain_step(self) -> dict[str, float]:
+    def _pretrain_step(self, batch: dict) -> dict[str, float]:
         """One step on denoising for the prior and, with learned guidance, one step of the inner
         problem for the proxy (noise-level estimation on blurred noisy patches): a warm start
         for both levels."""
         # every data-parallel worker draws the global batch (same stream) and keeps its share
-        clean = self.sampler.clean_batch(self.cfg.batch_size)
-        noisy, sigma = noisy_for_pretraining(clean, self.rng, self.cfg.pretrain_sigma_max / 255.0)
-        clean, noisy, sigma = (to_device(shard(t), self.device) for t in (clean, noisy, sigma))
+        clean, noisy, sigma = (to_device(shard(batch[k]), self.device) for k in ("clean", "noisy", "sigma"))
         with self._autocast():
             out = self.model.denoiser(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
         apply_step(self.pre_opt, loss, self.scaler)
         losses = {"loss": loss.item()}
         if self.model.guidance_mode == "learned":
-            b = {k: shard(v) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
+            b = {k: shard(batch[k]) for k in ("y", "target")}
             with self._autocast():
                 estimate = self.model.proxy_map(to_device(b["y"], self.device))
             g = F.mse_loss(estimate.float(), to_device(b["target"], self.device))
@@ -237,8 +242,8 @@ class Trainer:
             losses["guidance_loss"] = g.item()
         return losses
 
-    def _bilevel_step(self) -> dict[str, float]:
-        b = {k: to_device(shard(v), self.device) for k, v in self.sampler.degraded_batch(self.cfg.batch_size).items()}
+    def _bilevel_step(self, batch: dict) -> dict[str, float]:
+        b = {k: to_device(shard(v), self.device) for k, v in batch.items()}
         batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "target": b["target"]}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))

@@ -164,6 +164,9 @@ def _seed_spread(entry: Mapping, metric: str) -> str:
     return "" if std is None else f" ± {std:.2f}" if metric == "psnr" else f" ± {std:.3f}"
 
 
+LUMA_ROW = "mean, Y (BT.601)"  # PSNR / SSIM on the luma, as the rain and haze literature reports them
+
+
 def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
     """The paper's table: noise levels (then ``mean``) as rows, methods as columns, cells ``"PSNR / SSIM"``.
 
@@ -173,7 +176,8 @@ def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
     files without them bold the best PSNR and the best SSIM of each row (bound methods excluded,
     ties all bold).
     The ``mean`` row uses the JSON's ``psnr_mean``/``ssim_mean`` (mean of the per-level means),
-    or the mean of the row's values where those are absent.
+    or the mean of the row's values where those are absent. Colour tasks add :data:`LUMA_ROW`
+    (``psnr_y_mean`` / ``ssim_y_mean``), never bold (the paired tests are on RGB PSNR).
     """
     psnr, ssim = figs.metric_frame(metrics, "psnr"), figs.metric_frame(metrics, "ssim")
     methods = ordered_methods([*psnr.columns, *ssim.columns])
@@ -198,12 +202,15 @@ def results_table(metrics: Mapping, bold: bool = True) -> pd.DataFrame:
             pair.append(v)
         mean[m] = (pair[0], pair[1])
     rows["mean"] = mean
+    if any(_finite((entries.get(m) or {}).get("psnr_y_mean")) is not None for m in methods):  # colour tasks
+        rows[LUMA_ROW] = {m: (_finite((entries.get(m) or {}).get("psnr_y_mean")),
+                              _finite((entries.get(m) or {}).get("ssim_y_mean"))) for m in methods}
 
     tested = "comparisons" in metrics
     cells: dict[str, list[str]] = {m: [] for m in methods}
     for key, values in rows.items():
         psnrs = {m: p for m, (p, _) in values.items()}
-        if not bold:
+        if not bold or key == LUMA_ROW:
             best_p, best_s = set(), set()
         elif tested:
             best_p, best_s = _tested_best(metrics, psnrs, None if key == "mean" else key), set()

@@ -311,3 +311,14 @@ def test_the_headline_names_the_best_non_bound_rival_with_the_paired_interval():
     rain = headline({**m, "guidance_mae_255": None, "guidance_mae": 0.02}, "derain")["derain"]
     assert rain == {"learned": None, "margin": None, "ci_lo": None, "ci_hi": None, "vs": "no_guidance",
                     "guidance_err": 0.02}
+
+
+def test_colour_tasks_show_their_luma_scores_in_a_row_of_their_own():
+    from pipeline.report.page import LUMA_ROW
+    m = {"noise_levels": [], "methods": {
+        "learned": {"psnr": {}, "ssim": {}, "psnr_mean": 20.0, "ssim_mean": 0.7, "psnr_y_mean": 21.5, "ssim_y_mean": 0.75},
+        "input": {"psnr": {}, "ssim": {}, "psnr_mean": 18.0, "ssim_mean": 0.6, "psnr_y_mean": 19.0, "ssim_y_mean": 0.65}}}
+    table = results_table(m)
+    assert list(table.index) == ["mean", LUMA_ROW]
+    assert table.at[LUMA_ROW, "learned"] == "21.50 / 0.750" and "**" not in table.at[LUMA_ROW, "learned"]
+    assert LUMA_ROW not in results_table(fake_metrics()).index  # grey deblurring: none

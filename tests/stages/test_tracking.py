@@ -60,8 +60,11 @@ def test_a_scratch_run_keeps_its_store_in_its_folder(tmp_path):
     assert run.info.artifact_uri.startswith((tmp_path / "work" / "artifacts").as_uri())
 
 
-def test_a_stage_run_tags_its_experiment_for_model_development_and_logs_where_its_runs_are(store, caplog):
+def test_a_stage_run_tags_its_experiment_for_model_development_and_logs_where_its_runs_are(store, caplog, monkeypatch):
     import logging
+
+    # absolute: MLflow caches a store per URI, and a relative one opened earlier in another folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
 
     from mlflow.entities import ViewType
 
