@@ -60,3 +60,15 @@ def deblur_split(root: Path) -> Path:
         done = run_module(root, *cmd, "--params", "params.yaml", "--quiet")
         assert done.returncode == 0, done.stderr[-2000:]
     return root
+
+
+class Interrupted(Exception):
+    """Raised by :func:`interrupt_at`: a training run stopped from outside, as by a kill."""
+
+
+def interrupt_at(phase: str, step: int):
+    """A trainer ``log_fn`` that stops the run when it logs ``phase`` step ``step``."""
+    def log_fn(row: dict) -> None:
+        if row["phase"] == phase and row["step"] == step:
+            raise Interrupted(f"{phase} step {step}")
+    return log_fn

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import Interrupted, interrupt_at
+
 from pipeline.batches import BatchSpec, Prefetcher, draw_batch, worker_pool
 from pipeline.bilevel.trainer import Trainer
 from pipeline.config import ModelConfig, TrainConfig
@@ -55,15 +57,8 @@ def test_training_with_workers_resumes_bit_for_bit_and_matches_any_worker_count(
     reference = _trainer(tmp_path / "one", workers=1)
     reference.run()
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt(row):
-        if row["phase"] == "bilevel" and row["step"] == 4:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        _trainer(tmp_path / "two", workers=2, log_fn=interrupt).run()
+    with pytest.raises(Interrupted):
+        _trainer(tmp_path / "two", workers=2, log_fn=interrupt_at("bilevel", 4)).run()
     resumed = _trainer(tmp_path / "two", workers=2)
     resumed.run()
     assert resumed.resumed_from == 2

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import Interrupted, interrupt_at
+
 from pipeline.bilevel.strategies import guidance_loss, make_strategy, reconstruction_loss
 from pipeline.bilevel.trainer import Trainer, TrainingDiverged
 from pipeline.config import ModelConfig, TrainConfig
@@ -92,15 +94,8 @@ def test_interrupted_training_resumes_bit_for_bit(tmp_path):
     reference = _trainer(tmp_path / "a")
     reference.run()
 
-    class Interrupt(Exception):
-        pass
-
-    def interrupt(row):
-        if row["phase"] == "bilevel" and row["step"] == 4:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        _trainer(tmp_path / "b", log_fn=interrupt).run()
+    with pytest.raises(Interrupted):
+        _trainer(tmp_path / "b", log_fn=interrupt_at("bilevel", 4)).run()
     resumed = _trainer(tmp_path / "b")
     resumed.run()
     assert resumed.resumed_from == 2  # the last checkpoint before the interruption
