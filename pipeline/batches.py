@@ -57,10 +57,11 @@ def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_m
 def draw_batch(sampler: PatchSampler | TaskPatchSampler, rng: np.random.Generator, phase: str,
                spec: BatchSpec) -> dict[str, torch.Tensor]:
     """One step's batch, every draw from ``rng`` (``sampler.rng`` is pointed at it). Pre-training:
-    ``clean, noisy, sigma`` and, with the proxy, ``y, target`` of a degraded batch; bilevel: the
-    sampler's degraded batch (``x, y, target`` and, for deblurring, ``kernel``)."""
+    ``clean, noisy, sigma`` and, with the proxy, ``y, target`` of a degraded batch; bilevel (and
+    ``direct``, the direct CNN's one phase): the sampler's degraded batch (``x, y, target`` and,
+    for deblurring, ``kernel``)."""
     sampler.rng = rng
-    if phase == "bilevel":
+    if phase in ("bilevel", "direct"):
         return sampler.degraded_batch(spec.batch_size)
     clean = sampler.clean_batch(spec.batch_size)
     noisy, sigma = noisy_for_pretraining(clean, rng, spec.sigma_max)

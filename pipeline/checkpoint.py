@@ -68,7 +68,7 @@ def load_model(path: str | Path, task: str | None = None, device: torch.device |
 
 def load_control(path: str | Path, task: str, control: str, device: torch.device | str = "cpu") -> UnfoldedHQS:
     """The model of the control ``control`` (a key of :data:`pipeline.config.CONTROLS`:
-    ``no_guidance``, ``estimated_guidance``) in ``path``: :func:`load_model`, and an InputError
+    ``no_guidance``, ``estimated_guidance``, ``direct_cnn``) in ``path``: :func:`load_model`, and an InputError
     unless it was trained with that control's ``model.guidance`` (a guided model there would pass
     for the control)."""
     model = load_model(path, task=task, device=device)[0]

@@ -20,8 +20,10 @@ class ConfigError(ValueError):
 
 TASKS = ("deblur", "derain", "dehaze")
 # The controls `dvc repro` trains beside the learned model (stage `ablate`), as method name ->
-# the `model.guidance` they are trained with: the same model and training, only the guidance differs.
-CONTROLS = {"no_guidance": "none", "estimated_guidance": "estimated"}
+# the `model.guidance` they are trained with: the same model and training, only the guidance differs;
+# except `direct_cnn` (guidance `direct`) replaces the whole unfolded model by a plain residual CNN of the same
+# parameter count, trained on the same data for the same steps: whether the structure matters at all.
+CONTROLS = {"no_guidance": "none", "estimated_guidance": "estimated", "direct_cnn": "direct"}
 Task = Literal["deblur", "derain", "dehaze"]
 
 
@@ -169,8 +171,9 @@ class ModelConfig:
     nominal_sigma: float = 1.0
     sigma_start: float = 49.0  # /255, first stage of the rho schedule
     # learned (the proxy) | none (the nominal schedule: a control) | estimated (a classical
-    # per-image estimate in place of the proxy's map: a control) | oracle (the true map: a bound)
-    guidance: Literal["learned", "none", "estimated", "oracle"] = "learned"
+    # per-image estimate in place of the proxy's map: a control) | oracle (the true map: a bound) |
+    # direct (no unfolding: pipeline.models.direct's plain CNN of the same parameter count, a control)
+    guidance: Literal["learned", "none", "estimated", "oracle", "direct"] = "learned"
     # rho_k on the IRCNN rule at the proxy's noise estimate (beyond the paper) or at nominal_sigma
     # predicted: the estimated rule times a per-image, per-stage factor from a head on the proxy's
     # map (the proxy also predicting rho_k: beyond the paper)

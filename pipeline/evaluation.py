@@ -44,7 +44,7 @@ METHODS = ("input", "learned", *PNP_METHODS, "true_sigma_map")
 ALL_METHODS = (*METHODS, *TUNED_METHODS, *FT_METHODS, *CLASSICAL_METHODS)
 NO_GUIDANCE = "no_guidance"  # the control trained with guidance 'none'
 ESTIMATED_GUIDANCE = "estimated_guidance"  # the control trained with guidance 'estimated'
-CONTROL_METHODS = tuple(CONTROLS)  # (no_guidance, estimated_guidance): models of their own, see Methods.controls
+CONTROL_METHODS = tuple(CONTROLS)  # no_guidance, estimated_guidance, direct_cnn: models of their own (Methods.controls)
 TASK_METHODS = ("input", "learned", *CONTROL_METHODS, "classical")
 # the benchmark's per-image schedule searches (extras, see stages/benchmark.py): bounds of the
 # fixed-form schedules of the pre-trained denoiser (ORACLE_CANDIDATES) and of the fine-tuned one (FT_METHODS)

@@ -47,7 +47,7 @@ class TaskPaths:
     seed of ``base.seeds``, so the seeds do too)::
 
         models/<task>/seed-<seed>/model.pt            the learned model of one seed
-        models/<task>/seed-<seed>/<control>/model.pt  its controls (no_guidance, estimated_guidance)
+        models/<task>/seed-<seed>/<control>/model.pt  its controls (no_guidance, estimated_guidance, direct_cnn)
         tuned/<task>/seed-<seed>.yaml                 the tune stage's winners with that seed's denoiser
         results/<task>/                               evaluate: every seed, scored together
     """

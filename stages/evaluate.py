@@ -17,7 +17,8 @@ filtering / the dark channel prior with a guided filter); ``metrics.json`` has t
 no noise levels (``psnr_mean``/``ssim_mean`` over every test sample); ``evaluate.real_folder``
 photos are restored for the report. Every task: the controls of ``tasks.controls``
 (``no_guidance``, ``estimated_guidance``: the ``ablate`` stage's models, the same model trained
-with only its guidance replaced); deblurring also ``ircnn_estimated_ft`` and
+with only its guidance replaced; ``direct_cnn``: a plain CNN of the same size on the same
+batches); deblurring also ``ircnn_estimated_ft`` and
 ``optuna_per_noise_ft`` (those baselines with the learned model's fine-tuned denoiser).
 
 Seeds: every training seed of ``base.seeds`` is scored on the same test samples with its own

@@ -9,7 +9,8 @@
 ``base.seeds``) into ``models/<task>/seed-<S>``. ``--control NAME`` trains a control instead: the
 same model and training with only ``model.guidance`` replaced (``no_guidance``: ``none``, the
 nominal schedule; ``estimated_guidance``: ``estimated``, a classical per-image estimate in place of
-the proxy); the DVC stage ``ablate`` runs every control of ``tasks.controls`` for every task and
+the proxy; ``direct_cnn``: ``direct``, no unfolded model at all but a plain residual CNN of the same
+parameter count, trained on the same batches for ``pretrain_steps + steps`` steps); the DVC stage ``ablate`` runs every control of ``tasks.controls`` for every task and
 seed into ``models/<task>/seed-<S>/<control>``, which ``evaluate`` scores under the control's name.
 
 The data, patch sampler, seeded model and trainer are :mod:`pipeline.bilevel.setup`'s (the sweep's
@@ -86,8 +87,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=None, help="training seed (default base.seed)")
     p.add_argument("--control", choices=tuple(CONTROLS), default=None,
                    help="train a control: model.guidance replaced by the control's (no_guidance: none, "
-                        "estimated_guidance: estimated); paths default to models/<task>/seed-<S>/<control>")
-    p.add_argument("--guidance", choices=("learned", "none", "estimated", "oracle"), default=None,
+                        "estimated_guidance: estimated, direct_cnn: direct); paths default to "
+                        "models/<task>/seed-<S>/<control>")
+    p.add_argument("--guidance", choices=("learned", "none", "estimated", "oracle", "direct"), default=None,
                    help="override model.guidance (as --control does, by mode: none, estimated, oracle)")
     p.add_argument("--register", action="store_true",
                    help="register the MLflow model as hyperguide-<task> (the pipeline's own run does; by hand, only "
@@ -124,7 +126,7 @@ def main() -> None:
                  len(setup.images), len(setup.val), n_params)
 
         def log_row(row: dict) -> None:
-            offset = 0 if row["phase"] == "pretrain" else cfg.pretrain_steps
+            offset = cfg.pretrain_steps if row["phase"] == "bilevel" else 0  # direct_cnn: one phase from 0
             tracker.log_metrics({f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("phase", "step")},
                                 step=offset + row["step"])
 
@@ -135,7 +137,7 @@ def main() -> None:
         save_model(out / "model.pt", model.cpu(), params.model, setup.channels, params.base.task, trainer.pretrained,
                    extra={"config_key": setup.config_key})
         io.write_csv(out / "history.csv", history)
-        last = {ph: [r for r in history if r["phase"] == ph][-1] for ph in ("pretrain", "bilevel")
+        last = {ph: [r for r in history if r["phase"] == ph][-1] for ph in ("pretrain", "bilevel", "direct")
                 if any(r["phase"] == ph for r in history)}
         summary = {"seconds": round(seconds, 2), "cpu_seconds": round(cpu_seconds, 2), "seed": params.base.seed,
                    "guidance": params.model.guidance, "resumed_from_step": trainer.resumed_from, "n_parameters": n_params,

@@ -46,6 +46,6 @@ def test_real_photos_are_for_rain_and_haze_only():
 
 def test_every_control_and_one_seed_by_default_with_the_data_seed_apart():
     p = params_from_dict({})
-    assert p.tasks.controls == ("no_guidance", "estimated_guidance") and p.base.seeds == (0,) and p.base.split_seed == 0
+    assert p.tasks.controls == ("no_guidance", "estimated_guidance", "direct_cnn") and p.base.seeds == (0,) and p.base.split_seed == 0
     assert params_from_dict({"tasks": {"controls": []}}).tasks.controls == ()
     assert params_from_dict({"base": {"seeds": [3, 1], "split_seed": 7}}).base.seeds == (3, 1)

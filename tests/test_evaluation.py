@@ -46,10 +46,12 @@ def blurred(tmp_path_factory) -> list[Sample]:
 
 def test_a_control_runs_only_with_its_model():
     known = method_names("deblur", oracle=True)
-    assert known[-4:] == (ORACLE, "oracle_per_image_ft", NO_GUIDANCE, ESTIMATED_GUIDANCE) and set(ALL_METHODS) < set(known)
-    assert select_methods(known, []) == known[:-2]
-    assert select_methods(known, [], [NO_GUIDANCE]) == known[:-1]
-    assert select_methods(known, [], [NO_GUIDANCE, ESTIMATED_GUIDANCE]) == known
+    assert known[-5:] == (ORACLE, "oracle_per_image_ft", NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn")
+    assert set(ALL_METHODS) < set(known)
+    assert select_methods(known, []) == known[:-3]
+    assert select_methods(known, [], [NO_GUIDANCE]) == known[:-2]
+    assert select_methods(known, [], ["direct_cnn"]) == (*known[:-3], "direct_cnn")
+    assert select_methods(known, [], [NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn"]) == known
     assert select_methods(TASK_METHODS, ["classical", "input"]) == ("classical", "input")  # asked order
     with pytest.raises(io.InputError, match="no_guidance: needs its control model"):
         select_methods(known, ["learned", NO_GUIDANCE])

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline import datasets, io
-from pipeline.bilevel.trainer import Trainer, ValSample
+from pipeline.bilevel.trainer import DirectTrainer, Trainer, ValSample
 from pipeline.config import ModelConfig, Params, to_dict
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
@@ -120,10 +120,11 @@ def build_training(params: Params, prepared: str | Path, degraded: str | Path) -
 
 def run_training(setup: TrainingSetup, params: Params, checkpoint: Path | None, device: torch.device,
                  log_fn: Callable[[dict], None] | None = None, progress: bool = False) -> tuple[Trainer, float]:
-    """Pre-train, then train ``setup.model`` bilevel (resuming from ``checkpoint`` when it
-    matches): ``(trainer, seconds)``; the trained model stays on ``device``."""
-    trainer = Trainer(setup.model, setup.sampler, params.train, device, setup.rng, checkpoint, setup.config_key,
-                      setup.val, log_fn, progress=progress)
+    """Pre-train, then train ``setup.model`` bilevel (the ``direct_cnn`` control: its one
+    phase; resuming from ``checkpoint`` when it matches): ``(trainer, seconds)``; the trained model stays on ``device``."""
+    kind = DirectTrainer if params.model.guidance == "direct" else Trainer  # the direct_cnn control
+    trainer = kind(setup.model, setup.sampler, params.train, device, setup.rng, checkpoint, setup.config_key,
+                   setup.val, log_fn, progress=progress)
     t0 = time.perf_counter()
     trainer.run()
     return trainer, time.perf_counter() - t0

@@ -88,30 +88,42 @@ class Trainer:
         self.val = val or []
         self.log_fn = log_fn or (lambda row: None)
         self.progress = progress
-        self.pre_opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
-        self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
-        self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight,
-                                      **strategy_options(cfg))
+        self._init_optimizers()
         self.batch_spec = BatchSpec(cfg.batch_size, cfg.pretrain_sigma_max / 255.0, model.guidance_mode == "learned")
         # worker processes draw batch i of a phase from a seed of its own (pipeline.batches)
         self.stream_seed = int(hashlib.sha256(self.config_key.encode()).hexdigest()[:15], 16)
         self.amp = amp_dtype(cfg.amp, device)  # None: full precision
         self.scaler = grad_scaler(self.amp, device)
-        if self.scaler is not None:  # config validation allows fp16 only with strategies that take a scaler
-            self.strategy.scaler = self.scaler
+        if self.scaler is not None and hasattr(self, "strategy"):  # config validation allows fp16 only
+            self.strategy.scaler = self.scaler  # with strategies that take a scaler
         self.phase, self.step, self.history = "pretrain", 0, []
         self.nonfinite = 0
         self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
         self.resumed_from: int | None = None
         self.pool = None  # train.data_workers' processes while run() runs
 
+    def _init_optimizers(self) -> None:
+        cfg, model = self.cfg, self.model
+        self.pre_opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
+        self.proxy_opt = torch.optim.Adam(model.proxy.parameters(), lr=cfg.lr_inner)
+        self.strategy = make_strategy(cfg.strategy, model, cfg.lr, cfg.lr_inner, cfg.guidance_weight,
+                                      **strategy_options(cfg))
+
+    def _optimizer_state(self) -> dict:
+        return {"pretrain_opt": self.pre_opt.state_dict(), "proxy_opt": self.proxy_opt.state_dict(),
+                "strategy": self.strategy.state_dict()}
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        self.pre_opt.load_state_dict(state["pretrain_opt"])
+        self.proxy_opt.load_state_dict(state["proxy_opt"])
+        self.strategy.load_state_dict(state["strategy"])
+
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         return {
             "format": CHECKPOINT_FORMAT, "config_key": self.config_key, "phase": self.phase, "step": self.step,
-            "model": self.model.state_dict(), "pretrain_opt": self.pre_opt.state_dict(),
-            "proxy_opt": self.proxy_opt.state_dict(),
-            "strategy": self.strategy.state_dict(), "rng": self.rng.bit_generator.state, "history": self.history,
+            "model": self.model.state_dict(), **self._optimizer_state(),
+            "rng": self.rng.bit_generator.state, "history": self.history,
             "pretrained": self.pretrained,
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
@@ -135,9 +147,7 @@ class Trainer:
             log.info("checkpoint %s belongs to another configuration: starting afresh", self.checkpoint)
             return False
         self.model.load_state_dict(state["model"])
-        self.pre_opt.load_state_dict(state["pretrain_opt"])
-        self.proxy_opt.load_state_dict(state["proxy_opt"])
-        self.strategy.load_state_dict(state["strategy"])
+        self._load_optimizer_state(state)
         self.rng.bit_generator.state = state["rng"]
         self.phase, self.step, self.history = state["phase"], state["step"], list(state["history"])
         self.pretrained = state["pretrained"]
@@ -276,3 +286,41 @@ class Trainer:
                                reference[0].permute(1, 2, 0).cpu().numpy()))
         self.model.train()
         return float(np.mean(scores))
+
+
+class DirectTrainer(Trainer):
+    """Train the ``direct_cnn`` control (:class:`pipeline.models.direct.DirectCNN`) on the same
+    data for the same number of steps as the unfolded model: one phase, ``direct``, of
+    ``train.pretrain_steps + train.steps`` Adam steps at ``train.lr`` with the same cosine decay,
+    the MSE to the clean patch on the bilevel phase's degraded batches (it has no denoiser to
+    pre-train). Checkpoints, resume, AMP, non-finite checks and validation are the base class's."""
+
+    def _init_optimizers(self) -> None:
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr)
+
+    def _optimizer_state(self) -> dict:
+        return {"direct_opt": self.opt.state_dict()}
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        self.opt.load_state_dict(state["direct_opt"])
+
+    def _run(self) -> list[dict]:
+        self.try_resume()
+        if self.phase == "pretrain":  # a fresh run: the one phase
+            self.phase = "direct"
+        if self.phase == "direct":
+            self._loop("direct", self.cfg.pretrain_steps + self.cfg.steps, self._direct_step)
+            self.phase = "done"
+            self.save()
+        return self.history
+
+    def _direct_step(self, batch: dict) -> dict[str, float]:
+        b = {k: to_device(shard(v), self.device) for k, v in batch.items()}
+        total = self.cfg.pretrain_steps + self.cfg.steps
+        for group in self.opt.param_groups:  # cosine decay over the run, a function of the step (resume keeps it)
+            group["lr"] = self.cfg.lr * 0.5 * (1 + math.cos(math.pi * self.step / max(total, 1)))
+        with self._autocast():
+            out = self.model(bind_physics(b["y"], b.get("kernel"))).x
+        loss = F.mse_loss(out.float(), b["x"])
+        apply_step(self.opt, loss, self.scaler)
+        return {"loss": loss.item()}

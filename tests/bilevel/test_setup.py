@@ -138,3 +138,27 @@ def test_mixed_precision_training_stays_finite_and_matches_full_precision(split,
     if amp == "fp16":
         saved = torch.load(tmp_path / amp / "ckpt.pt", weights_only=True)["scaler"]
         assert saved["scale"] == mixed.scaler.get_scale() <= 2.0**16  # a resume continues with the scale reached
+
+
+def test_the_direct_cnn_control_trains_one_phase_of_all_the_steps_and_resumes_bit_for_bit(split, tmp_path):
+    """``model.guidance: direct``: a :class:`DirectCNN` trained for ``pretrain_steps + steps`` on
+    the degraded batches in one phase, checkpointed and resumed as the unfolded model is."""
+    from conftest import Interrupted, interrupt_at
+    from pipeline.bilevel.trainer import DirectTrainer
+    from pipeline.models.direct import DirectCNN
+
+    params, prepared, degraded = split
+    params = dataclasses.replace(
+        params, model=dataclasses.replace(params.model, guidance="direct"),
+        train=dataclasses.replace(params.train, pretrain_steps=3, steps=3, checkpoint_every=2, log_every=2))
+    trainer, model, _, _ = train(params, prepared, degraded, tmp_path / "a.pt", torch.device("cpu"))
+    assert isinstance(trainer, DirectTrainer) and isinstance(model, DirectCNN)
+    assert [(r["phase"], r["step"]) for r in trainer.history] == [("direct", 2), ("direct", 4), ("direct", 6)]
+    assert np.isfinite(trainer.history[-1]["val_psnr"]) and trainer.pretrained == {} and trainer.phase == "done"
+    with pytest.raises(Interrupted):  # stopped at step 4 before its checkpoint: the one of step 2 stays
+        train(params, prepared, degraded, tmp_path / "b.pt", torch.device("cpu"), log_fn=interrupt_at("direct", 4))
+    again, model2, _, _ = train(params, prepared, degraded, tmp_path / "b.pt", torch.device("cpu"))
+    untimed = lambda history: [{k: v for k, v in r.items() if k != "seconds_per_step"} for r in history]  # noqa: E731
+    assert again.resumed_from == 2 and untimed(again.history) == untimed(trainer.history)
+    w, w2 = model.state_dict(), model2.state_dict()
+    assert all(torch.equal(w[k], w2[k]) for k in w)

@@ -45,6 +45,8 @@ def bench_inputs(tmp_path):
                                 guidance="estimated")
     save_model(tmp_path / "estimated_guidance" / "model.pt", build_model(estimated_cfg, 1), estimated_cfg, 1, "deblur",
                model.denoiser.state_dict())
+    direct_cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8, guidance="direct")
+    save_model(tmp_path / "direct_cnn" / "model.pt", build_model(direct_cfg, 1), direct_cfg, 1, "deblur")
     (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(TUNED))
     # the protocol's settings come from a params file, as the evaluate stage's do
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": {"ircnn_iters": 4, "dpir_iters": 2},

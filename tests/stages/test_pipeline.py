@@ -72,11 +72,13 @@ def check_controls(root, task):
     """Each control: the learned model's resolved config but for ``model.guidance`` (and trained
     with the same seed), the guidance its name says."""
     from pipeline.checkpoint import load_model
+    from pipeline.models.direct import DirectCNN
     model, _, state = load_model(root / "models" / task / "seed-0" / "model.pt", task=task)
     assert model.guidance_mode == "learned"
     for control, mode in CONTROLS.items():
         other, _, other_state = load_model(root / "models" / task / "seed-0" / control / "model.pt", task=task)
-        assert other.guidance_mode == mode and type(other) is type(model)
+        # direct_cnn is another network (the config it was built from differs in guidance alone)
+        assert other.guidance_mode == mode and type(other) is (DirectCNN if mode == "direct" else type(model))
         config, other_config = state["model_config"], other_state["model_config"]
         assert {k for k in config if config[k] != other_config[k]} == {"guidance"}
         train, other_train = (io.read_json(root / "models" / task / "seed-0" / sub / "train.json") for sub in ("", control))

@@ -10,6 +10,7 @@ import yaml
 
 from conftest import ROOT, copy_project, profile_dict, project_env
 from pipeline import io
+from pipeline.config import CONTROLS
 
 TRUTH = {"derain": {"y", "target", "streaks", "density"}, "dehaze": {"y", "target", "t", "airlight", "depth"}}
 
@@ -31,7 +32,7 @@ def test_one_task_runs_alone_from_tasks_run(tmp_path):
     assert res.returncode == 0, res.stderr
     names = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
     per_seed = {f"{stage}@derain-{seed}" for stage in ("train", "tune") for seed in (0, 2)}
-    controls = {f"ablate@derain-{seed}-{c}" for seed in (0, 2) for c in ("no_guidance", "estimated_guidance")}
+    controls = {f"ablate@derain-{seed}-{c}" for seed in (0, 2) for c in CONTROLS}
     assert names == {"validate", "prepare@derain", "degrade@derain", *per_seed, *controls, "evaluate@derain", "report"}
 
 
