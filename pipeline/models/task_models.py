@@ -188,10 +188,10 @@ class UnfoldedDerain(_TaskUnfolded):
         if self.guidance_mode == "oracle" and density is None:
             raise ValueError("guidance_mode 'oracle' needs the true density map")
         pred = self.estimate_density(y)
-        level = {"oracle": density, "estimated": constant_level(streak_bound(y))}.get(self.guidance_mode, pred)
+        bound = streak_bound(y)
+        level = {"oracle": density, "estimated": constant_level(bound)}.get(self.guidance_mode, pred)
         # the first estimate: the classical decomposition (rain is thin and bright)
         x = median_background(y)
-        bound = streak_bound(y)
         maps = []
         rhos = torch.exp(self.log_rho)
         for k in range(self.stages):
