@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pipeline import stats
+from pipeline.baselines.dgsm import dgsm_derain
 from pipeline.baselines.filters import dark_channel_prior, median_derain
 from pipeline.baselines.pnp import run_map_schedule, run_schedule
 from pipeline.baselines.schedules import dpir_schedule, ircnn_schedule
@@ -46,6 +47,8 @@ NO_GUIDANCE = "no_guidance"  # the control trained with guidance 'none'
 ESTIMATED_GUIDANCE = "estimated_guidance"  # the control trained with guidance 'estimated'
 CONTROL_METHODS = tuple(CONTROLS)  # no_guidance, estimated_guidance, direct_cnn: models of their own (Methods.controls)
 TASK_METHODS = ("input", "learned", *CONTROL_METHODS, "classical")
+# a published classical method that is not the rain models' own start (the directional global sparse model)
+DGSM = "dgsm"
 # the benchmark's per-image schedule searches (extras, see stages/benchmark.py): bounds of the
 # fixed-form schedules of the pre-trained denoiser (ORACLE_CANDIDATES) and of the fine-tuned one (FT_METHODS)
 ORACLE = "oracle_per_image"
@@ -56,6 +59,8 @@ NEEDS_TUNED = (*TUNED_METHODS, "optuna_per_noise_ft", *CLASSICAL_METHODS, ORACLE
 
 def method_names(task: str, oracle: bool = False) -> tuple[str, ...]:
     """Every method of ``task``, in table order (``oracle``: with the benchmark's per-image oracle)."""
+    if task == "derain":
+        return (*TASK_METHODS, DGSM)
     if task != "deblur":
         return TASK_METHODS
     return (*ALL_METHODS, *((ORACLE, ORACLE_FT) if oracle else ()), *CONTROL_METHODS)
@@ -218,12 +223,14 @@ def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch.device,
-                 controls: Mapping[str, torch.nn.Module] | None = None, target: np.ndarray | None = None) -> Restoration:
+                 controls: Mapping[str, torch.nn.Module] | None = None, target: np.ndarray | None = None,
+                 names: Sequence[str] | None = None) -> Restoration:
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
     model), ``classical`` and each control model of ``controls`` under its name (``no_guidance``,
     ``estimated_guidance``). ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
     transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
-    true guidance map, is what a model with ``oracle`` guidance is given."""
+    true guidance map, is what a model with ``oracle`` guidance is given. Rain: ``dgsm`` too, unless
+    ``names`` leaves it out (it is the slowest method here)."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
     truth = torch.from_numpy(target)[None].to(device) if target is not None else None
     out: dict[str, np.ndarray] = {"input": y}
@@ -234,6 +241,8 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
         for name, control in (controls or {}).items():
             out[name] = control(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
     out["classical"] = classical_restore(task, y)
+    if task == "derain" and (names is None or DGSM in names):
+        out[DGSM] = dgsm_derain(y)
     guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
     return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
 
@@ -253,7 +262,7 @@ def restore_sample(sample: Sample, methods: Methods) -> Restoration:
                                         m.nominal_sigma, methods=("learned",)).outputs["learned"]
     else:
         controls = {n: m.controls[n] for n in m.names if n in CONTROL_METHODS}
-        res = restore_task(m.task, sample.y, m.model, m.device, controls, sample.target)
+        res = restore_task(m.task, sample.y, m.model, m.device, controls, sample.target, m.names)
     res.outputs = {name: res.outputs[name] for name in m.names if name in res.outputs}
     return res
 

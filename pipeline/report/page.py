@@ -507,7 +507,8 @@ TASK_MAPS = {"derain": ("rain density", "the streak density"),
              "dehaze": ("transmission correction", "the correction log(t / t_dcp) of the dark channel prior's transmission "
                         "(its size is the residual degradation level of the classical start)")}
 TASK_MAP_UNITS = {"dehaze": (1.0, "log")}  # the others are shown in /255
-TASK_CLASSICAL = {"derain": "median filtering, `min(y, median_5(y))`",
+TASK_CLASSICAL = {"derain": "median filtering, `min(y, median_5(y))` (the rain models' start); `dgsm` is the "
+                            "directional global sparse model (Deng et al. 2018), a published classical method",
                   "dehaze": "the dark channel prior with guided-filter refinement"}
 
 
@@ -538,7 +539,7 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
     ]))
     visual = Section("Visual comparison")
     if inputs.visuals:
-        shown = [x for x in ("classical", "no_guidance", "estimated_guidance", "learned")
+        shown = [x for x in ("classical", "dgsm", "no_guidance", "estimated_guidance", "direct_cnn", "learned")
                  if any(f"method__{x}" in v for v in inputs.visuals)]
         renamed = [{**v, **({"sigma_true": v["target_true"]} if "target_true" in v else {}),
                     **({"noise_estimate": v["target_estimate"]} if "target_estimate" in v else {})}

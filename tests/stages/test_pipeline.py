@@ -89,7 +89,7 @@ def check_controls(root, task):
 def check_task(root, task):
     metrics = json.loads((root / "results" / task / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["noise_levels"] == [] and metrics["n_images"] == 2
-    assert set(metrics["methods"]) == {"input", "learned", *CONTROLS, "classical"}
+    assert set(metrics["methods"]) == {"input", "learned", *CONTROLS, "classical", *(["dgsm"] if task == "derain" else [])}
     check_comparisons(metrics, "classical", "input")
     check_controls(root, task)
     for name, entry in metrics["methods"].items():
