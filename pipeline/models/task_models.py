@@ -165,10 +165,11 @@ class UnfoldedDerain(_TaskUnfolded):
         self.streak_net = MapNet(2 * channels + 2, 1, width)  # [y, x_k, bound, g_k] -> streak fraction (logit)
         self.proxy = MapNet(channels + 1, 1, width)  # [y, streak bound] -> density
 
-    def estimate_density(self, y: torch.Tensor) -> torch.Tensor:
+    def estimate_density(self, y: torch.Tensor, bound: torch.Tensor | None = None) -> torch.Tensor:
         """``y (B, C, H, W)`` -> rain density map ``(B, 1, H, W)`` >= 0, from ``y`` and its
-        thin bright structures (:func:`streak_bound`)."""
-        return F.softplus(self.proxy(torch.cat([y, streak_bound(y) * MAP_GAIN], 1)) - 4.0)
+        thin bright structures ``bound`` (:func:`streak_bound` of ``y``; computed when not given)."""
+        bound = streak_bound(y) if bound is None else bound
+        return F.softplus(self.proxy(torch.cat([y, bound * MAP_GAIN], 1)) - 4.0)
 
     def streaks(self, y: torch.Tensor, x: torch.Tensor, g: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
         """The streak layer ``(B, 1, H, W)``: the fraction of ``bound`` (:func:`streak_bound`, what
@@ -187,8 +188,8 @@ class UnfoldedDerain(_TaskUnfolded):
         y, density = getattr(y, "y", y), target
         if self.guidance_mode == "oracle" and density is None:
             raise ValueError("guidance_mode 'oracle' needs the true density map")
-        pred = self.estimate_density(y)
         bound = streak_bound(y)
+        pred = self.estimate_density(y, bound)
         level = {"oracle": density, "estimated": constant_level(bound)}.get(self.guidance_mode, pred)
         # the first estimate: the classical decomposition (rain is thin and bright)
         x = median_background(y)
