@@ -36,8 +36,10 @@ Rain and haze run on real pairs instead:
 
 ``DIR`` holds ``rain/`` and ``norain/`` (``hazy/`` and ``clear/`` for dehaze) with matching
 names (the Rain100H layout, ``rain-001.png`` / ``norain-001.png``, matches too; an unmatched
-name is an error). Methods ``input``, ``learned``, ``classical`` and, with ``--ablation-model``,
-``no_guidance``: the same ``metrics.json`` shape with no noise levels, ``per_image.csv``, ``table.md``.
+name is an error). Methods (with no ``--methods``): ``input``, ``learned``, every control found
+beside the model (``no_guidance``, ``estimated_guidance``, ``direct_cnn``; ``--ablation-model``
+names a ``no_guidance`` model elsewhere), ``classical`` and, for rain, ``dgsm``; the same
+``metrics.json`` shape with no noise levels, ``per_image.csv``, ``table.md``.
 
 PSNR is capped at ``pipeline.metrics.PSNR_CAP_DB`` (identical pairs): ``metrics.json``'s ``psnr_capped``
 names the capped samples. Each sample's scores go to ``OUT/per_image.partial.jsonl`` once scored: a re-run
