@@ -36,13 +36,14 @@ def run(cmd: list[str], cwd: Path, env: dict) -> str:
 
 def experiments(show: list[dict]) -> list[dict]:
     """The experiments of ``dvc exp show --json`` (every commit's ``experiments``), flattened to
-    ``{name, status, params, metrics}``."""
+    ``{name, error, params, metrics}`` (a finished experiment has no status there: `dvc queue
+    status` says Success)."""
     out = []
     for commit in show:
         for exp in commit.get("experiments") or []:
             for rev in exp.get("revs", []):
                 data = rev.get("data") or {}
-                out.append({"name": rev.get("name") or data.get("name"), "status": data.get("status") or rev.get("status"),
+                out.append({"name": rev.get("name") or data.get("name"), "error": rev.get("error"),
                             "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
                             "metrics": data.get("metrics") or {}})
     return out
@@ -80,14 +81,15 @@ def main() -> None:
     print("queue_status=" + " | ".join(line.strip() for line in status.splitlines() if line.strip()))
     show = json.loads(run(["dvc", "exp", "show", "--json"], dst, env))
     found = experiments(show)
-    ok = len(found) == len(lrs)
+    succeeded = sum(line.split()[-1] == "Success" for line in status.splitlines() if line.strip())
+    ok = len(found) == len(lrs) == succeeded
     seen = set()
     for exp in found:
         lr = exp["params"].get("tasks", {}).get(args.task, {}).get("train", {}).get("lr")
         headline = exp["metrics"].get(f"results/{args.task}/headline.json", {}).get("data", {})
         learned = headline.get(args.task, {}).get("learned")  # headline.json nests under the task's name
-        print(f"experiment_{exp['name']}=status:{exp['status']},lr:{lr},learned_psnr:{learned}")
-        ok &= exp["status"] == "Success" and lr in lrs and learned is not None
+        print(f"experiment_{exp['name']}=error:{exp['error']},lr:{lr},learned_psnr:{learned}")
+        ok &= exp["error"] is None and lr in lrs and learned is not None
         seen.add(lr)
     ok &= seen == set(lrs)
     print(f"queue_ok={int(ok)}")
