@@ -49,6 +49,8 @@ CONTROL_METHODS = tuple(CONTROLS)  # no_guidance, estimated_guidance, direct_cnn
 TASK_METHODS = ("input", "learned", *CONTROL_METHODS, "classical")
 # a published classical method that is not the rain models' own start (the directional global sparse model)
 DGSM = "dgsm"
+# the published classical methods a task runs beside ``classical``: name -> restore ``(C, H, W)`` -> ``(C, H, W)``
+TASK_EXTRAS: dict[str, dict[str, Callable[[np.ndarray], np.ndarray]]] = {"derain": {DGSM: dgsm_derain}}
 # the benchmark's per-image schedule searches (extras, see stages/benchmark.py): bounds of the
 # fixed-form schedules of the pre-trained denoiser (ORACLE_CANDIDATES) and of the fine-tuned one (FT_METHODS)
 ORACLE = "oracle_per_image"
@@ -59,10 +61,8 @@ NEEDS_TUNED = (*TUNED_METHODS, "optuna_per_noise_ft", *CLASSICAL_METHODS, ORACLE
 
 def method_names(task: str, oracle: bool = False) -> tuple[str, ...]:
     """Every method of ``task``, in table order (``oracle``: with the benchmark's per-image oracle)."""
-    if task == "derain":
-        return (*TASK_METHODS, DGSM)
     if task != "deblur":
-        return TASK_METHODS
+        return (*TASK_METHODS, *TASK_EXTRAS.get(task, {}))
     return (*ALL_METHODS, *((ORACLE, ORACLE_FT) if oracle else ()), *CONTROL_METHODS)
 
 
@@ -229,8 +229,9 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
     model), ``classical`` and each control model of ``controls`` under its name (``no_guidance``,
     ``estimated_guidance``). ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
     transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
-    true guidance map, is what a model with ``oracle`` guidance is given. Rain: ``dgsm`` too, unless
-    ``names`` leaves it out (it is the slowest method here)."""
+    true guidance map, is what a model with ``oracle`` guidance is given. The task's published
+    classical methods (:data:`TASK_EXTRAS`; rain: ``dgsm``) too, unless ``names`` leaves them out
+    (``dgsm`` is the slowest method here)."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
     truth = torch.from_numpy(target)[None].to(device) if target is not None else None
     out: dict[str, np.ndarray] = {"input": y}
@@ -241,8 +242,9 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
         for name, control in (controls or {}).items():
             out[name] = control(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
     out["classical"] = classical_restore(task, y)
-    if task == "derain" and (names is None or DGSM in names):
-        out[DGSM] = dgsm_derain(y)
+    for name, restore in TASK_EXTRAS.get(task, {}).items():
+        if names is None or name in names:
+            out[name] = restore(y)
     guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
     return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
 

@@ -74,6 +74,15 @@ def _difference(shape: tuple[int, int], angle: float) -> tuple[torch.Tensor, tor
     return c * fy + s * fx, c * fx - s * fy
 
 
+def _apply(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The circular operator of Fourier multiplier ``f (H, W)`` on ``v (H, W)``."""
+    return torch.fft.ifft2(f * torch.fft.fft2(v)).real
+
+
+def _adjoint(f: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return _apply(f.conj(), v)
+
+
 def _shrink(v: torch.Tensor, t: float) -> torch.Tensor:
     return torch.sign(v) * (v.abs() - t).clamp(min=0)
 
@@ -86,17 +95,15 @@ def rain_layer(luma: torch.Tensor, angle: float, lam_along: float = LAM_ALONG, l
         raise ValueError(f"rain_layer needs an (H, W) luma, got {tuple(luma.shape)}")
     o = luma.to(torch.float64)
     fa, fc = _difference(tuple(o.shape), angle)
-    apply = lambda f, v: torch.fft.ifft2(f * torch.fft.fft2(v)).real  # noqa: E731
-    adjoint = lambda f, v: torch.fft.ifft2(f.conj() * torch.fft.fft2(v)).real  # noqa: E731
     denominator = fa.abs() ** 2 + 1 + fc.abs() ** 2
-    across_o = apply(fc, o)
+    across_o = _apply(fc, o)
     r = torch.zeros_like(o)
-    a, b, c = apply(fa, r), r.clone(), across_o.clone()
+    a, b, c = _apply(fa, r), r.clone(), across_o.clone()
     ua, ub, uc = torch.zeros_like(o), torch.zeros_like(o), torch.zeros_like(o)
     for _ in range(iterations):
-        rhs = adjoint(fa, a - ua) + (b - ub) + adjoint(fc, across_o - c + uc)
+        rhs = _adjoint(fa, a - ua) + (b - ub) + _adjoint(fc, across_o - c + uc)
         r = torch.fft.ifft2(torch.fft.fft2(rhs) / denominator).real
-        along, across = apply(fa, r), across_o - apply(fc, r)
+        along, across = _apply(fa, r), across_o - _apply(fc, r)
         a = _shrink(along + ua, lam_along / beta)
         b = torch.minimum(_shrink(r + ub, lam_sparse / beta).clamp(min=0), o)
         c = _shrink(across + uc, 1.0 / beta)
@@ -109,8 +116,7 @@ def objective(luma: torch.Tensor, r: torch.Tensor, angle: float, lam_along: floa
     """The model's value at ``r (H, W)`` (for tests and diagnostics)."""
     o, r = luma.to(torch.float64), r.to(torch.float64)
     fa, fc = _difference(tuple(o.shape), angle)
-    apply = lambda f, v: torch.fft.ifft2(f * torch.fft.fft2(v)).real  # noqa: E731
-    return float(lam_along * apply(fa, r).abs().sum() + lam_sparse * r.abs().sum() + apply(fc, o - r).abs().sum())
+    return float(lam_along * _apply(fa, r).abs().sum() + lam_sparse * r.abs().sum() + _apply(fc, o - r).abs().sum())
 
 
 def dgsm_derain(y: np.ndarray, lam_along: float = LAM_ALONG, lam_sparse: float = LAM_SPARSE, beta: float = BETA,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.baselines.dgsm import dgsm_derain, objective, rain_layer, streak_angle
+from pipeline.baselines.dgsm import LUMA, dgsm_derain, objective, rain_layer, streak_angle
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.evaluation import DGSM, method_names, restore_task
 from pipeline.generators.rain import add_rain
@@ -25,7 +25,7 @@ def _img(name: str, side: int = 96, gray: bool = False) -> np.ndarray:
 @pytest.mark.parametrize("name,seed", [("coffee", 0), ("coffee", 1), ("coffee", 3), ("chelsea", 2), ("chelsea", 4)])
 def test_streak_angle_reads_the_drawn_rain_direction(name, seed):
     s = add_rain(_img(name, 128), np.random.default_rng(seed))
-    luma = torch.from_numpy(s.y.astype(np.float64)).mul(torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0)
+    luma = torch.from_numpy(s.y.astype(np.float64)).mul(torch.tensor(LUMA)[:, None, None]).sum(0)
     drawn = s.record["rain_angle"]
     assert abs(math.degrees(streak_angle(luma)) - drawn) < 6.0, drawn
 
