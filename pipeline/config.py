@@ -127,9 +127,14 @@ class RainConfig:
     length: tuple[float, float] = (0.04, 0.15)  # fraction of the longer side
     brightness: tuple[float, float] = (0.25, 0.8)
     heavy: bool = False  # an atmospheric veil as well (y = a (x + r) + (1 - a) A)
+    # light: one streak layer drawn from the ranges above; heavy: Rain100H's kind, a preset of its
+    # own (2-4 long semi-transparent layers at different angles and a veil:
+    # pipeline.generators.rain.HEAVY), the ranges above unused
+    style: str = "light"
 
     def __post_init__(self) -> None:
         _check(self.per_image >= 1, "degrade.rain.per_image", "must be >= 1")
+        _check(self.style in ("light", "heavy"), "degrade.rain.style", f"must be light or heavy, got {self.style!r}")
         _check_range(self.density, 1e-5, 0.1, "degrade.rain.density")
         _check_range(self.length, 0.005, 1.0, "degrade.rain.length")
         _check_range(self.brightness, 0.01, 1.0, "degrade.rain.brightness")

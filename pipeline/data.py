@@ -35,7 +35,8 @@ def load_skimage(name: str) -> np.ndarray:
 
 
 def to_channels(img: np.ndarray, gray: bool) -> np.ndarray:
-    """``(H, W, C)`` -> ``(H, W, 1)`` grey (ITU-R 601 luma, ``skimage.color.rgb2gray``) or ``(H, W, 3)``."""
+    """``(H, W, C)`` -> ``(H, W, 1)`` grey (``skimage.color.rgb2gray``: the Rec. 709 luminance
+    weights 0.2125, 0.7154, 0.0721) or ``(H, W, 3)``."""
     if gray:
         return img if img.shape[-1] == 1 else color.rgb2gray(img)[..., None].astype(np.float32)
     return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
@@ -58,7 +59,8 @@ def assign_splits(names: list[str], n_test: int, n_val: int, seed: int, holdout:
     """
     unknown = [h for h in holdout if h not in names]
     if unknown:
-        raise ValueError(f"prepare.holdout names images that are not in the dataset: {unknown}")
+        raise ValueError(f"prepare.holdout (or the task's tasks.<task>.prepare.holdout) names images that are "
+                         f"not in the dataset: {unknown}")
     if n_test + n_val >= len(names):
         raise ValueError(f"{len(names)} images cannot fill test={n_test}, val={n_val} and leave any for training")
     if len(holdout) > n_test:

@@ -14,7 +14,7 @@ from pipeline.config import DegradeConfig, HazeConfig
 from pipeline.generators import noise_maps
 from pipeline.generators.haze import add_haze
 from pipeline.generators.kernels import KernelSample, pad_to
-from pipeline.generators.rain import RainSpec, add_rain
+from pipeline.generators.rain import RainSpec, add_rain, heavy_spec
 from pipeline.physics.blur import blur, psf2otf
 from pipeline.physics.haze import transmission_correction
 from pipeline.physics.noise import add_gaussian_noise
@@ -97,8 +97,9 @@ class TaskSpec:
 def task_spec(task: str, cfg: DegradeConfig) -> TaskSpec:
     """The rain / haze draws of the ``degrade`` config (``degrade.rain``, ``degrade.haze``)."""
     r, h = cfg.rain, cfg.haze
-    return TaskSpec(task, RainSpec(density=r.density, length=r.length, brightness=r.brightness, heavy=r.heavy),
-                    h.beta, h.airlight)
+    rain = (heavy_spec() if r.style == "heavy"
+            else RainSpec(density=r.density, length=r.length, brightness=r.brightness, heavy=r.heavy))
+    return TaskSpec(task, rain, h.beta, h.airlight)
 
 
 def degrade_task(x: np.ndarray, spec: TaskSpec, rng: np.random.Generator, depth: np.ndarray | None = None,

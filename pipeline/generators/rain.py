@@ -30,6 +30,21 @@ class RainSpec:
     heavy: bool = RainConfig.heavy  # add an atmospheric veil
     veil: tuple[float, float] = (0.6, 0.9)  # heavy rain: fraction of the scene that gets through
     density_scale: float = 0.06  # density map smoothing, fraction of the longer side
+    layers: tuple[int, int] = (1, 1)  # streak layers per image, drawn in this range (heavy: several)
+    layer_spread: float = 0.0  # degrees (normal sd) of each further layer's angle around the first's
+
+
+# the heavy preset, set against Rain100H's 25 pairs by scripts/rain_preview.py (luma PSNR of the
+# input, light added, coverage): long, thin, semi-transparent layers plus a light veil
+HEAVY = dict(density=(0.0005, 0.0015), length=(0.2, 0.6), brightness=(0.2, 0.5), width=(0.6, 1.4),
+             veil=(0.75, 0.9), layers=(2, 4), layer_spread=10.0)
+
+
+def heavy_spec(**overrides) -> RainSpec:
+    """``degrade.rain.style: heavy``, Rain100H's kind of rain (:data:`HEAVY`, ``overrides`` on
+    top): 2-4 streak layers at angles about 10 degrees (sd) apart around a common one, long and
+    semi-transparent streaks, always an atmospheric veil (rain accumulation)."""
+    return RainSpec(**{**HEAVY, "heavy": True, **overrides})
 
 
 def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
@@ -43,16 +58,19 @@ def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
     return k / k.sum()
 
 
-def streak_layer(rng: np.random.Generator, shape: tuple[int, int], spec: RainSpec = RainSpec()) -> tuple[np.ndarray, dict]:
+def streak_layer(rng: np.random.Generator, shape: tuple[int, int], spec: RainSpec = RainSpec(),
+                 dominant: float | None = None) -> tuple[np.ndarray, dict]:
     """A streak layer ``(H, W)`` in [0, 1] and the record of its draws.
 
     Streak centres follow a smooth random intensity (so density varies over the image);
-    each streak is a segment of random length, angle (around a dominant one), width and
-    brightness, rasterised, then the layer is motion-blurred along the dominant angle.
+    each streak is a segment of random length, angle (around a dominant one, drawn unless
+    ``dominant`` is given, degrees from vertical), width and brightness, rasterised, then the
+    layer is motion-blurred along the dominant angle.
     """
     h, w = shape
     side = max(h, w)
-    dominant = float(rng.uniform(-spec.max_angle, spec.max_angle))
+    if dominant is None:
+        dominant = float(rng.uniform(-spec.max_angle, spec.max_angle))
     density = float(rng.uniform(*spec.density))
     n = max(1, int(round(density * h * w)))
     intensity = ndimage.gaussian_filter(rng.standard_normal((h, w)), sigma=side / 6, mode="wrap")
@@ -77,6 +95,31 @@ def streak_layer(rng: np.random.Generator, shape: tuple[int, int], spec: RainSpe
     record = {"rain_angle": round(dominant, 3), "rain_density": round(density, 6), "rain_streaks": n,
               "rain_width": round(width, 3), "rain_blur": blur_len}
     return layer, record
+
+
+def streak_layers(rng: np.random.Generator, shape: tuple[int, int], spec: RainSpec = RainSpec()) -> tuple[np.ndarray, dict]:
+    """``spec.layers`` streak layers ``(H, W)`` summed and clipped to [0, 1], and the record: one
+    layer (light rain) is :func:`streak_layer` itself, the same draws; several (heavy rain) share a
+    common angle, each further one turned by a normal draw of ``spec.layer_spread`` degrees, and
+    each draws its own density, lengths, width and blur. The record sums the densities and
+    streaks, keeps the common angle and the widest width, and adds ``rain_layers`` and
+    ``rain_layer_angles`` (degrees, ';'-joined)."""
+    if spec.layers == (1, 1):
+        return streak_layer(rng, shape, spec)
+    n = int(rng.integers(spec.layers[0], spec.layers[1] + 1))
+    common = float(rng.uniform(-spec.max_angle, spec.max_angle))
+    total = np.zeros(shape, np.float64)
+    records = []
+    for i in range(n):
+        angle = common if i == 0 else common + float(rng.normal(0.0, spec.layer_spread))
+        layer, record = streak_layer(rng, shape, spec, dominant=angle)
+        total += layer
+        records.append(record)
+    record = {"rain_angle": round(common, 3), "rain_density": round(sum(r["rain_density"] for r in records), 6),
+              "rain_streaks": sum(r["rain_streaks"] for r in records),
+              "rain_width": max(r["rain_width"] for r in records), "rain_blur": max(r["rain_blur"] for r in records),
+              "rain_layers": n, "rain_layer_angles": ";".join(str(r["rain_angle"]) for r in records)}
+    return np.clip(total, 0.0, 1.0).astype(np.float32), record
 
 
 def density_map(layer: np.ndarray, scale: float) -> np.ndarray:
@@ -104,7 +147,7 @@ def add_rain(x: np.ndarray, rng: np.random.Generator, spec: RainSpec = RainSpec(
     The streak layer is white (the same in every channel), as rain is.
     """
     c, h, w = x.shape
-    layer, record = streak_layer(rng, (h, w), spec)
+    layer, record = streak_layers(rng, (h, w), spec)
     veil, airlight = 1.0, 1.0
     if spec.heavy:
         veil, airlight = float(rng.uniform(*spec.veil)), float(rng.uniform(0.8, 1.0))

@@ -62,3 +62,34 @@ def test_a_depth_map_of_the_wrong_size_is_refused(clean):
         add_haze(clean, np.random.default_rng(0), depth=np.ones((10, 10)))
     ok = add_haze(clean, np.random.default_rng(0), depth=np.linspace(0, 5, clean.shape[1])[:, None] * np.ones(clean.shape[2]))
     assert ok.record["haze_depth"] == "given"
+
+
+def test_light_rain_is_one_layer_with_the_same_draws(clean):
+    """The light style keeps the committed stream: one layer, exactly streak_layer's draws."""
+    from pipeline.generators.rain import streak_layers
+    a, ra = streak_layers(np.random.default_rng(3), clean.shape[1:])
+    b, rb = streak_layer(np.random.default_rng(3), clean.shape[1:])
+    assert np.array_equal(a, b) and ra == rb and "rain_layers" not in ra
+
+
+def test_heavy_rain_has_several_layers_more_rain_and_a_veil(clean):
+    from pipeline.generators.rain import heavy_spec
+    light = [add_rain(clean, np.random.default_rng(s)) for s in range(6)]
+    heavy = [add_rain(clean, np.random.default_rng(s), heavy_spec()) for s in range(6)]
+    for s in heavy:
+        assert 2 <= s.record["rain_layers"] <= 4 and len(s.record["rain_layer_angles"].split(";")) == s.record["rain_layers"]
+        assert 0.6 <= s.veil <= 0.9 and s.y.min() >= 0 and s.y.max() <= 1
+        assert (s.streaks >= 0).all() and s.streaks.max() <= 1
+    # more streak light per image on average (several layers drawn from the same per-layer ranges)
+    assert np.mean([s.streaks.mean() for s in heavy]) > 1.5 * np.mean([s.streaks.mean() for s in light])
+    again = add_rain(clean, np.random.default_rng(2), heavy_spec())
+    assert np.array_equal(again.y, heavy[2].y) and again.record == heavy[2].record
+
+
+def test_rain_style_is_validated_and_chooses_the_spec():
+    from pipeline.config import ConfigError, DegradeConfig, RainConfig
+    from pipeline.synthesis import task_spec
+    assert task_spec("derain", DegradeConfig(rain=RainConfig(style="heavy"))).rain.layers == (2, 4)
+    assert task_spec("derain", DegradeConfig()).rain.layers == (1, 1)
+    with pytest.raises(ConfigError, match="degrade.rain.style"):
+        RainConfig(style="hevy")
