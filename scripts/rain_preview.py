@@ -8,7 +8,8 @@ default ranges; ``heavy``, :func:`pipeline.generators.rain.heavy_spec`), and wit
 (``rain/`` + ``norain/``, the Rain100H layout) takes centre crops of the first ``--n-real`` real
 pairs. Writes one grid (a row per source: clean, then rainy) to ``--out`` and prints ``key=value``
 lines per source over every sample it drew or read (real: every pair of ``DIR``): the input's PSNR
-on the luma (BT.601) against the clean image, the mean light the rain adds on the luma
+on the luma (:func:`pipeline.metrics.luminance`, BT.601, the Y that ``evaluate`` and the benchmark
+report) against the clean image, the mean light the rain adds on the luma
 (``added_light``) and the fraction of pixels where it adds more than 0.1 (``coverage``); last
 ``psnr_y_input_heavy`` (the headline: how hard the heavy style is). The real crops stay in the
 grid you write; the project ships no real image.
@@ -27,20 +28,14 @@ sys.path.insert(0, str(ROOT))
 from pipeline import io  # noqa: E402
 from pipeline.data import limit_size, load_skimage, to_channels  # noqa: E402
 from pipeline.generators.rain import RainSpec, add_rain, heavy_spec  # noqa: E402
-from pipeline.metrics import psnr  # noqa: E402
-
-LUMA = np.array([0.299, 0.587, 0.114])
-
-
-def luma(hwc: np.ndarray) -> np.ndarray:
-    return hwc @ LUMA if hwc.ndim == 3 and hwc.shape[2] == 3 else hwc.reshape(hwc.shape[:2])
+from pipeline.metrics import luminance, psnr  # noqa: E402
 
 
 def figures(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """``(rainy, clean)`` pairs ``(H, W, 3)`` -> mean luma PSNR of the input, added light, coverage."""
     ps, light, cover = [], [], []
     for y, x in pairs:
-        ly, lx = luma(y), luma(x)
+        ly, lx = luminance(y), luminance(x)
         ps.append(psnr(ly, lx))
         added = np.clip(ly - lx, 0, None)
         light.append(added.mean())

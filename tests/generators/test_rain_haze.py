@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import HazeConfig
+from pipeline.config import ConfigError, DegradeConfig, HazeConfig, RainConfig
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.generators.haze import add_haze, depth_proxy
-from pipeline.generators.rain import RainSpec, add_rain, density_map, streak_layer
+from pipeline.generators.rain import RainSpec, add_rain, density_map, heavy_spec, streak_layer, streak_layers
+from pipeline.synthesis import task_spec
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +67,12 @@ def test_a_depth_map_of_the_wrong_size_is_refused(clean):
 
 def test_light_rain_is_one_layer_with_the_same_draws(clean):
     """The light style keeps the committed stream: one layer, exactly streak_layer's draws."""
-    from pipeline.generators.rain import streak_layers
     a, ra = streak_layers(np.random.default_rng(3), clean.shape[1:])
     b, rb = streak_layer(np.random.default_rng(3), clean.shape[1:])
     assert np.array_equal(a, b) and ra == rb and "rain_layers" not in ra
 
 
 def test_heavy_rain_has_several_layers_more_rain_and_a_veil(clean):
-    from pipeline.generators.rain import heavy_spec
     light = [add_rain(clean, np.random.default_rng(s)) for s in range(6)]
     heavy = [add_rain(clean, np.random.default_rng(s), heavy_spec()) for s in range(6)]
     for s in heavy:
@@ -87,8 +86,6 @@ def test_heavy_rain_has_several_layers_more_rain_and_a_veil(clean):
 
 
 def test_rain_style_is_validated_and_chooses_the_spec():
-    from pipeline.config import ConfigError, DegradeConfig, RainConfig
-    from pipeline.synthesis import task_spec
     assert task_spec("derain", DegradeConfig(rain=RainConfig(style="heavy"))).rain.layers == (2, 4)
     assert task_spec("derain", DegradeConfig()).rain.layers == (1, 1)
     with pytest.raises(ConfigError, match="degrade.rain.style"):
