@@ -63,8 +63,9 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    source: Literal["skimage", "folder"] = "skimage"
-    # skimage: names of images in ``skimage.data``; folder: paths of image folders.
+    source: Literal["skimage", "folder", "pairs"] = "skimage"
+    # skimage: names of images in ``skimage.data``; folder: paths of image folders; pairs (rain and
+    # haze): folders of real pairs, rain/ + norain/ or hazy/ + clear/ (Rain100H's names), trained on as they are.
     images: tuple[str, ...] = ()
     folders: tuple[str, ...] = ()
     color: bool = False
@@ -75,8 +76,8 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_side == 0 or self.max_side >= 32, "prepare.max_side", "must be 0 or >= 32")
-        if self.source == "folder":
-            _check(len(self.folders) > 0, "prepare.folders", "source 'folder' needs at least one folder")
+        if self.source in ("folder", "pairs"):
+            _check(len(self.folders) > 0, "prepare.folders", f"source '{self.source}' needs at least one folder")
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,10 @@ class RainConfig:
     length: tuple[float, float] = (0.04, 0.15)  # fraction of the longer side
     brightness: tuple[float, float] = (0.25, 0.8)
     heavy: bool = False  # an atmospheric veil as well (y = a (x + r) + (1 - a) A)
-    # light: one streak layer drawn from the ranges above; heavy: Rain100H's kind, a preset of its
-    # own (2-4 long semi-transparent layers at different angles and a veil:
-    # pipeline.generators.rain.HEAVY), the ranges above unused
-    style: str = "light"
+    # heavy (the default): Rain100H's kind, a preset of its own (2-4 long semi-transparent layers
+    # at different angles and a veil: pipeline.generators.rain.HEAVY), the ranges above unused;
+    # light: one streak layer drawn from the ranges above
+    style: str = "heavy"
 
     def __post_init__(self) -> None:
         _check(self.per_image >= 1, "degrade.rain.per_image", "must be >= 1")
@@ -340,6 +341,17 @@ class Params:
     tasks: TasksConfig = field(default_factory=TasksConfig)
 
     def __post_init__(self) -> None:
+        if self.prepare.source == "pairs":
+            # real pairs carry no guidance truth: the proxy learns from the outer loss alone, which
+            # the first-order strategies give it (unrolled / implicit move it by the inner loss only)
+            _check(self.base.task != "deblur", "prepare.source",
+                   "'pairs' is for derain and dehaze (a real blurred photo has no known kernel): set it under "
+                   "tasks.derain.prepare or tasks.dehaze.prepare")
+            _check(self.model.guidance != "oracle", "model.guidance",
+                   "'oracle' needs the true guidance map, which real pairs do not have (prepare.source: pairs)")
+            _check(self.train.strategy in ("alternating", "joint"), "train.strategy",
+                   f"{self.train.strategy!r} trains the proxy by its guidance loss alone, which real pairs cannot "
+                   "give (prepare.source: pairs): use alternating or joint")
         if self.base.task == "deblur":
             _check(not self.evaluate.real_folder, "evaluate.real_folder",
                    "rain and haze only (a real blurred photo has no known kernel): set it under tasks.derain or "

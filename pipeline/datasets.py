@@ -3,7 +3,8 @@ their samples here and nowhere else.
 
 Layout (written by the ``prepare`` and ``degrade`` stages):
 
-- ``prepared/manifest.csv`` (``name, split, channels, origin``) and ``prepared/images/<name>.png``;
+- ``prepared/manifest.csv`` (``name, split, channels, origin``) and ``prepared/images/<name>.png``
+  (and, for real pairs, ``prepared/observed/<name>.png``, the observation);
 - ``degraded/samples.csv`` (``sample_id, split, image`` and the task's record columns) and
   ``degraded/samples/<sample_id>.npz``: ``y`` and the truth of the draw. Deblurring stores
   ``sigma`` (the true noise map) and ``kernel``; rain and haze store ``target`` (the guidance
@@ -42,7 +43,8 @@ class Sample:
         x: ``(C, H, W)`` float32 clean image.
         target: ``(1, H, W)`` the guidance target: the true noise map (deblurring, in [0, 1]
             units), the streak density (rain) or the transmission correction ``log(t / t_dcp)`` (haze);
-            ``None`` for real pairs, which carry no guidance truth.
+            ``None`` for real pairs (the benchmark's and ``prepare.source: pairs``), which carry no
+            guidance truth.
         kernel: ``(kh, kw)`` the blur (deblurring); ``None`` for rain and haze.
         truth: the rest of the draw (``streaks``, ``density``, ``t``, ``airlight``, ``depth``).
         record: the sample's ``samples.csv`` row (strings, as written).
@@ -97,6 +99,18 @@ def clean_images(prepared: str | Path, split: str) -> list[np.ndarray]:
     return images
 
 
+def observed_images(prepared: str | Path, split: str) -> list[np.ndarray]:
+    """The real observations of ``split``'s images (``prepare.source: pairs``: ``observed/<name>.png``),
+    ``(C, H, W)`` each, in the order of :func:`clean_images`; InputError when the prepared data
+    have none (prepared from clean images alone)."""
+    rows = read_manifest(prepared)
+    gray = int(rows[0]["channels"]) == 1
+    folder = Path(prepared) / "observed"
+    if not folder.is_dir():
+        raise io.InputError(f"{folder}: no real observations (prepared with prepare.source other than pairs)")
+    return [hwc_to_chw(io.read_image(folder / f"{r['name']}.png", gray=gray)) for r in rows if r["split"] == split]
+
+
 def sample_rows(degraded: str | Path, split: str) -> list[dict[str, str]]:
     """The ``samples.csv`` rows of ``split``, in file order (no arrays loaded)."""
     if split not in SPLITS:
@@ -111,8 +125,8 @@ def load_sample(prepared: str | Path, degraded: str | Path, row: dict[str, str])
     x = clean_image(prepared, row["image"], gray=y.shape[0] == 1)
     if "kernel" in arrays:  # deblurring: the noise map is the guidance target
         target, kernel = arrays.pop("sigma"), arrays.pop("kernel")
-    else:
-        target, kernel = arrays.pop("target"), None
+    else:  # a real pair (prepare.source: pairs) has none
+        target, kernel = arrays.pop("target", None), None
     return Sample(row["sample_id"], row["split"], row["image"], y, x, target, kernel, arrays, dict(row))
 
 

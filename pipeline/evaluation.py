@@ -103,7 +103,10 @@ class Methods:
     method name (``no_guidance``, ``estimated_guidance``); ``tuned``: the ``tune`` stage's winners; ``nominal_sigma``: what the
     blind baselines are told ([0, 1] units). ``mismatch`` (the benchmark's): also score each
     deblurring sample at :data:`MISMATCH_TRUE` % with the non-blind methods told other levels
-    (:func:`mismatch_rows`).
+    (:func:`mismatch_rows`). ``shared``: a dict the caller hands to the ``Methods`` of every
+    training seed, where the rain and haze methods that no seed changes (``classical`` and the
+    published ones, :data:`TASK_EXTRAS`) keep their output per sample: with several seeds they run
+    once per sample, not once per seed (``dgsm`` is the slowest method here).
     """
 
     task: str
@@ -117,6 +120,7 @@ class Methods:
     ircnn_iters: int = 30
     dpir_iters: int = 8
     mismatch: bool = False
+    shared: dict | None = None
 
     def __post_init__(self) -> None:
         pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
@@ -221,17 +225,28 @@ def classical_restore(task: str, y: np.ndarray) -> np.ndarray:
     raise ValueError(f"no classical baseline for task {task!r}")
 
 
+def seed_free_outputs(task: str, y: np.ndarray, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The rain / haze methods of ``y (C, H, W)`` that no training seed changes: ``classical`` and
+    the task's published classical methods (:data:`TASK_EXTRAS`, unless ``names`` leaves them out)."""
+    out = {"classical": classical_restore(task, y)}
+    for name, restore in TASK_EXTRAS.get(task, {}).items():
+        if names is None or name in names:
+            out[name] = restore(y)
+    return out
+
+
 @torch.no_grad()
 def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch.device,
                  controls: Mapping[str, torch.nn.Module] | None = None, target: np.ndarray | None = None,
-                 names: Sequence[str] | None = None) -> Restoration:
+                 names: Sequence[str] | None = None, seed_free: Mapping[str, np.ndarray] | None = None) -> Restoration:
     """Rain or haze removal of ``y (C, H, W)`` by every method: ``input``, ``learned`` (the task
     model), ``classical`` and each control model of ``controls`` under its name (``no_guidance``,
     ``estimated_guidance``). ``guidance_estimate`` is the proxy's map on ``y`` (the predicted density /
     transmission correction), ``guidance`` the K maps fed to the denoiser. ``target (1, H, W)``, the
     true guidance map, is what a model with ``oracle`` guidance is given. The task's published
     classical methods (:data:`TASK_EXTRAS`; rain: ``dgsm``) too, unless ``names`` leaves them out
-    (``dgsm`` is the slowest method here)."""
+    (``dgsm`` is the slowest method here). ``seed_free``: those outputs when already computed
+    (:func:`seed_free_outputs` of this ``y``), so another seed does not run them again."""
     yt = torch.from_numpy(np.ascontiguousarray(y))[None].to(device)
     truth = torch.from_numpy(target)[None].to(device) if target is not None else None
     out: dict[str, np.ndarray] = {"input": y}
@@ -241,10 +256,7 @@ def restore_task(task: str, y: np.ndarray, model: torch.nn.Module, device: torch
         estimate = model.estimate_guidance(yt)[0, 0].float().cpu().numpy()
         for name, control in (controls or {}).items():
             out[name] = control(Observation(yt)).x[0].float().clamp(0, 1).cpu().numpy()
-    out["classical"] = classical_restore(task, y)
-    for name, restore in TASK_EXTRAS.get(task, {}).items():
-        if names is None or name in names:
-            out[name] = restore(y)
+    out.update(seed_free if seed_free is not None else seed_free_outputs(task, y, names))
     guidance = [g[0, 0].float().cpu().numpy() for g in res.guidance]
     return Restoration(out, guidance, estimate, float("nan"), res.rhos.float().cpu().numpy())
 
@@ -264,7 +276,13 @@ def restore_sample(sample: Sample, methods: Methods) -> Restoration:
                                         m.nominal_sigma, methods=("learned",)).outputs["learned"]
     else:
         controls = {n: m.controls[n] for n in m.names if n in CONTROL_METHODS}
-        res = restore_task(m.task, sample.y, m.model, m.device, controls, sample.target, m.names)
+        seed_free = None
+        if m.shared is not None:  # computed by the first seed, reused by the others
+            key = (sample.sample_id, sample_fingerprint(sample), tuple(m.names))
+            seed_free = m.shared.get(key)
+            if seed_free is None:
+                seed_free = m.shared[key] = seed_free_outputs(m.task, sample.y, m.names)
+        res = restore_task(m.task, sample.y, m.model, m.device, controls, sample.target, m.names, seed_free)
     res.outputs = {name: res.outputs[name] for name in m.names if name in res.outputs}
     return res
 
@@ -411,8 +429,10 @@ def visual_arrays(sample: Sample, res: Restoration) -> dict[str, np.ndarray]:
     """What the report's visual grid reads of one sample (``visuals/<sample_id>.npz``)."""
     if sample.kernel is not None:
         truth = {"kernel": sample.kernel, "sigma_true": sample.target[0], "noise_estimate": res.guidance_estimate}
-    else:
+    elif sample.target is not None:
         truth = {"target_true": sample.target[0], "target_estimate": res.guidance_estimate}
+    else:  # a real pair: no guidance truth to show beside the estimate
+        truth = {"target_estimate": res.guidance_estimate}
     return {"ground_truth": sample.x, **truth, **{f"method__{m}": o for m, o in res.outputs.items()},
             **{f"guidance__{k + 1}": g for k, g in enumerate(res.guidance)}}
 

@@ -1,4 +1,5 @@
-"""Training patches: fresh degraded crops every batch, from the same code as the degrade stage."""
+"""Training patches: fresh degraded crops every batch, from the same code as the degrade stage
+(or crops of real pairs, :class:`PairPatchSampler`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class NoiseSpec:
 class _Crops:
     """Random ``P x P`` crops (with a random flip and quarter turn) of ``(C, H, W)`` images."""
 
+    has_targets = True  # degraded batches carry the guidance truth (``target``) the proxy learns
     def __init__(self, images: list[np.ndarray], patch_size: int, rng: np.random.Generator):
         self.images = [im for im in images if min(im.shape[-2:]) >= patch_size]
         if not self.images:
@@ -111,3 +113,34 @@ class TaskPatchSampler(_Crops):
         targets = torch.from_numpy(np.stack(targets))
         target = transmission_correction(y, targets) if self.spec.task == "dehaze" else targets
         return {"x": x, "y": y, "target": target}
+
+
+class PairPatchSampler(_Crops):
+    """Training patches cut from real pairs (``prepare.source: pairs``): the same window of a clean
+    image and of its observation. Returns ``x, y (B, C, P, P)`` and no ``target``: a real pair
+    carries no guidance truth, so the proxy learns from the outer loss alone (``has_targets``).
+
+    Args:
+        images: ``(C, H, W)`` clean training images.
+        observed: their real observations, in the same order and of the same shapes.
+        patch_size: ``P``; pairs smaller than that are skipped.
+        rng: the only source of randomness (image, crop, flip, turn).
+    """
+
+    has_targets = False
+
+    def __init__(self, images: list[np.ndarray], observed: list[np.ndarray], patch_size: int, rng: np.random.Generator):
+        if len(images) != len(observed) or any(x.shape != y.shape for x, y in zip(images, observed)):
+            raise ValueError("each clean training image needs a real observation of its own shape")
+        keep = [i for i, im in enumerate(images) if min(im.shape[-2:]) >= patch_size]
+        super().__init__(images, patch_size, rng)  # (refuses when none is large enough)
+        self.observed = [observed[i] for i in keep]
+
+    def degraded_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
+        xs, ys = [], []
+        for _ in range(batch_size):
+            i = self.rng.integers(len(self.images))
+            window = self.window(self.images[i])
+            xs.append(self.cut(self.images[i], window))
+            ys.append(self.cut(self.observed[i], window))
+        return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}

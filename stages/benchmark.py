@@ -182,14 +182,14 @@ def main(argv: list[str] | None = None) -> None:
         pairs = io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task])[: max(args.limit, 0) or None]
     n = len(images) * len(kernels) * len(levels) if deblur else len(pairs)
     device = pick_device(args.device or params.base.device)
-    results = []
+    results, shared = [], {}  # shared: the methods no seed changes, run once per sample (pipeline.evaluation.Methods)
     with io.atomic_dir(args.out) as out:
         for run in runs:
             model, denoiser, state = load_model(run.model, task=args.task, device=device)
             controls = {c: load_control(path, args.task, c, device) for c, path in run.controls.items() if c in names}
             tuned = io.read_yaml(run.tuned) if needs_tuned(names) else None
             methods = Methods(args.task, names, model, device, denoiser, controls, tuned, cfg.nominal_sigma / 100.0,
-                              cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch)
+                              cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch, shared=shared)
             oracle = (oracle_extra(names, tuned, model, denoiser, device, cfg, params.tune.max_iterations,
                                    args.oracle_trials, args.seed) if {ORACLE, ORACLE_FT} & set(names) else None)
             journal = Path(args.out) / (JOURNAL if len(runs) == 1 else f"per_image.partial.seed-{run.seed}.jsonl")

@@ -15,6 +15,9 @@ proxy learns: the streak density / the transmission correction log(t / t_dcp)) a
 (``streaks``, ``density`` / ``t``, ``airlight``, ``depth``). Haze uses a depth map per image from
 ``haze.depth_folder`` when given (named like the image, downscaled as ``prepare`` downscaled
 the image; another size is an error), else the depth proxy.
+
+Real pairs (``prepare.source: pairs``): each val/test image's real observation (``prepared/observed``)
+is its one sample, ``samples/<split>-<name>.npz`` holding ``y`` alone (no guidance truth is known).
 """
 from __future__ import annotations
 
@@ -114,6 +117,20 @@ def degrade_tasks(params: Params, prepared: Path, manifest: list[dict], out: Pat
     return records
 
 
+def degrade_pairs(prepared: Path, manifest: list[dict], out: Path, quiet: bool) -> list[dict]:
+    """Real pairs (``prepare.source: pairs``): every val/test image's observation taken as it is,
+    one sample each, with no guidance target (none is known); returns the sample rows."""
+    records = []
+    for row in tqdm([r for r in manifest if r["split"] in ("test", "val")], desc="degrade", disable=quiet):
+        y = hwc_to_chw(io.read_image(prepared / "observed" / f"{row['name']}.png", gray=False))
+        sid = f"{row['split']}-{row['name']}"
+        io.save_npz(out / "samples" / f"{sid}.npz", y=y)
+        io.write_image(out / "images" / f"{sid}.png", chw_to_hwc(y))
+        records.append({"sample_id": sid, "split": row["split"], "image": row["name"], "variant": 0,
+                        "source": "pair", "observed": row["observed"]})
+    return records
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--prepared", default=None, help="output of the prepare stage (default data/<task>/prepared)")
@@ -125,7 +142,9 @@ def main() -> None:
     with stage_run("degrade", params) as tracker:
         manifest = io.read_csv(Path(args.prepared) / "manifest.csv")
         with io.atomic_dir(args.out) as out:
-            if params.base.task == "deblur":
+            if params.prepare.source == "pairs":
+                records = degrade_pairs(Path(args.prepared), manifest, out, args.quiet)
+            elif params.base.task == "deblur":
                 records = degrade_blur(cfg, seed, Path(args.prepared), manifest, out, args.quiet)
             else:
                 records = degrade_tasks(params, Path(args.prepared), manifest, out, args.quiet)

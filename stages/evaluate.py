@@ -72,10 +72,11 @@ def restore_real(task: str, cfg, model, device, out: Path, quiet: bool) -> int:
     return len(paths)
 
 
-def seed_methods(params, args, seed: int, names: tuple[str, ...] | None, device) -> Methods:
+def seed_methods(params, args, seed: int, names: tuple[str, ...] | None, device, shared: dict | None = None) -> Methods:
     """The methods of one training seed: ``<models>/seed-<seed>/model.pt`` (``learned``, its
     pre-trained denoiser for plug-and-play), the controls of ``tasks.controls`` beside it
-    (``<control>/model.pt``: each must exist) and ``<tuned>/seed-<seed>.yaml``."""
+    (``<control>/model.pt``: each must exist) and ``<tuned>/seed-<seed>.yaml``. ``shared``: the
+    outputs of the methods no seed changes, kept across seeds (:class:`~pipeline.evaluation.Methods`)."""
     task, cfg = params.base.task, params.evaluate
     folder = seed_folder(args.models, seed)
     model, denoiser, _ = load_model(folder / "model.pt", task=task, device=device)
@@ -90,7 +91,7 @@ def seed_methods(params, args, seed: int, names: tuple[str, ...] | None, device)
     names = names or select_methods(method_names(task), [], controls)
     tuned = io.read_yaml(Path(args.tuned) / f"seed-{seed}.yaml") if needs_tuned(names) else None
     return Methods(task, names, model, device, denoiser, controls, tuned, cfg.nominal_sigma / 100.0,
-                   cfg.ircnn_iters, cfg.dpir_iters)
+                   cfg.ircnn_iters, cfg.dpir_iters, shared=shared)
 
 
 def main() -> None:
@@ -112,9 +113,9 @@ def main() -> None:
 
     with stage_run("evaluate", params, {"device": str(device), "seeds": ",".join(map(str, seeds))}) as tracker:
         with io.atomic_dir(args.out) as out:
-            results, names, first_model = [], None, None
+            results, names, first_model, shared = [], None, None, {}
             for seed in seeds:
-                methods = seed_methods(params, args, seed, names, device)
+                methods = seed_methods(params, args, seed, names, device, shared)
                 names = methods.names  # every seed runs the methods of the first
                 first_model = first_model if results else methods.model
 
@@ -127,7 +128,10 @@ def main() -> None:
                 results.append(evaluate(samples, methods, extras=write_visual, seed=seed))
                 log.info("%s seed %d: mean PSNR %s", task, seed, mean_psnr(results[-1].metrics))
             result = merge_seeds(results)
-            metrics = {**result.metrics, **result.guidance_metrics}
+            metrics = {**result.metrics, **result.guidance_metrics,
+                       # what the samples are, as the degrade stage wrote them (prepare.source: pairs
+                       # -> real pairs, whose proxy learned from the outer loss alone: no guidance truth)
+                       "data": "real pairs" if rows[0].get("source") == "pair" else "synthetic"}
             if task != "deblur" and cfg.real_folder:
                 metrics["n_real"] = restore_real(task, cfg, first_model, device, out / "real", args.quiet)
             io.write_json(out / "metrics.json", metrics)

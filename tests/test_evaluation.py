@@ -122,6 +122,29 @@ def test_rain_pairs_without_a_target_score_learned_and_refuse_oracle_guidance(tm
         evaluate(pair_samples(pairs), oracle)
 
 
+def test_methods_no_seed_changes_run_once_per_sample_across_seeds(tmp_path, monkeypatch):
+    """``dgsm`` and ``classical`` are the same for every training seed: with ``shared`` the second
+    seed reuses the first's outputs, and its tables are those of a run without sharing."""
+    from pipeline import evaluation
+    calls = []
+    dgsm = evaluation.TASK_EXTRAS["derain"]["dgsm"]
+    monkeypatch.setitem(evaluation.TASK_EXTRAS["derain"], "dgsm", lambda y: calls.append(1) or dgsm(y))
+    for i, name in enumerate(("coffee", "astronaut")):
+        x = limit_size(to_channels(load_skimage(name), gray=False), 32)
+        y = degrade_task(np.ascontiguousarray(x.transpose(2, 0, 1)), TaskSpec("derain"), np.random.default_rng(i)).y
+        io.write_image(tmp_path / "rain" / f"{i}.png", y.transpose(1, 2, 0))
+        io.write_image(tmp_path / "norain" / f"{i}.png", x)
+    pairs = io.list_pairs(tmp_path, "rain", "norain")
+    names = ("input", "learned", "classical", "dgsm")
+    shared: dict = {}
+    runs = [evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3, seed=s), CPU,
+                                                  shared=shared), seed=s) for s in (0, 1)]
+    assert len(calls) == 2 and len(shared) == 2  # once per sample, not once per sample and seed
+    alone = evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3, seed=1), CPU), seed=1)
+    assert len(calls) == 4 and runs[1].rows == alone.rows
+    assert runs[0].metrics["methods"]["learned"] != runs[1].metrics["methods"]["learned"]  # the seeds differ
+
+
 def test_the_mismatch_table_tells_the_non_blind_methods_other_levels(blurred):
     net = model()
     methods = Methods("deblur", ("learned", "ircnn_true", "optuna_per_noise"), net, CPU, net.denoiser, tuned=TUNED,

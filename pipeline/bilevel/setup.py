@@ -27,7 +27,7 @@ from pipeline.config import ModelConfig, Params, to_dict
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
-from pipeline.patches import NoiseSpec, PatchSampler, TaskPatchSampler
+from pipeline.patches import NoiseSpec, PairPatchSampler, PatchSampler, TaskPatchSampler
 from pipeline.synthesis import task_spec
 
 
@@ -39,7 +39,8 @@ class TrainingSetup:
         images: the train split's clean images, ``(C, H, W)`` float32 each, in manifest order.
         val: the validation samples of the training curve (an evenly spread subset of the val split).
         channels: ``C`` (1 grey, 3 colour).
-        sampler: the training patches (blurred and noisy for deblurring, rain / haze otherwise).
+        sampler: the training patches (blurred and noisy for deblurring, rain / haze otherwise;
+            crops of real pairs, without a guidance target, for ``prepare.source: pairs``).
         model: the freshly initialised model of ``params.model`` (on the CPU).
         config_key: identifies the configuration and its data: a checkpoint under another key never resumes.
         rng: the sampler's generator (the trainer checkpoints its state).
@@ -48,7 +49,7 @@ class TrainingSetup:
     images: list[np.ndarray]
     val: list[ValSample]
     channels: int
-    sampler: PatchSampler | TaskPatchSampler
+    sampler: PatchSampler | TaskPatchSampler | PairPatchSampler
     model: nn.Module
     config_key: str
     rng: np.random.Generator
@@ -57,8 +58,8 @@ class TrainingSetup:
 def val_sample(sample: datasets.Sample) -> ValSample:
     """The trainer's view of a sample: batched ``(1, C, H, W)`` tensors, its guidance target and blur."""
     kernel = torch.from_numpy(sample.kernel) if sample.kernel is not None else None
-    return ValSample(torch.from_numpy(sample.y)[None], torch.from_numpy(sample.x)[None],
-                     torch.from_numpy(sample.target)[None], kernel)
+    target = torch.from_numpy(sample.target)[None] if sample.target is not None else None  # a real pair: none
+    return ValSample(torch.from_numpy(sample.y)[None], torch.from_numpy(sample.x)[None], target, kernel)
 
 
 def validation_samples(prepared: Path, degraded: Path, n: int) -> list[ValSample]:
@@ -69,9 +70,15 @@ def validation_samples(prepared: Path, degraded: Path, n: int) -> list[ValSample
     return [val_sample(s) for s in datasets.iter_split(prepared, degraded, rows[::step])]
 
 
-def patch_sampler(params: Params, images: list[np.ndarray], rng: np.random.Generator) -> PatchSampler | TaskPatchSampler:
-    """The training patches of ``params.base.task``, every draw from ``rng``."""
+def patch_sampler(params: Params, images: list[np.ndarray], rng: np.random.Generator,
+                  observed: list[np.ndarray] | None = None) -> PatchSampler | TaskPatchSampler | PairPatchSampler:
+    """The training patches of ``params.base.task``, every draw from ``rng``; crops of the real
+    pairs ``(images, observed)`` when ``prepare.source`` is ``pairs``."""
     cfg, degrade = params.train, params.degrade
+    if params.prepare.source == "pairs":
+        if observed is None:
+            raise ValueError("prepare.source 'pairs' trains on real observations: pass them")
+        return PairPatchSampler(images, observed, cfg.patch_size, rng)
     if params.base.task != "deblur":  # rain and haze patches are degraded by the degrade stage's generators
         return TaskPatchSampler(images, task_spec(params.base.task, degrade), cfg.patch_size, rng)
     # Training always draws from generated kernels: user kernel files are for evaluation.
@@ -112,7 +119,8 @@ def build_training(params: Params, prepared: str | Path, degraded: str | Path) -
     val = validation_samples(prepared, degraded, params.train.val_samples)
     channels = datasets.channels(prepared)
     rng = rng_for(params.base.seed, "train-stream")
-    sampler = patch_sampler(params, images, rng)
+    observed = datasets.observed_images(prepared, "train") if params.prepare.source == "pairs" else None
+    sampler = patch_sampler(params, images, rng, observed)
     model = init_model(params.model, channels, params.base.task, params.base.seed)
     model.activation_checkpointing = params.train.activation_checkpointing
     return TrainingSetup(images, val, channels, sampler, model, config_key(params, prepared, degraded), rng)

@@ -6,7 +6,9 @@ The problem (docs/method.md §3), optimistic bilevel:
 against the true noise map, known for synthetic data).
 
 Every strategy has the same interface: ``step(batch) -> {"loss": f, "guidance_loss": g}``, with
-``batch`` holding ``physics`` (the bound forward model), ``x`` (ground truth) and ``sigma``.
+``batch`` holding ``physics`` (the bound forward model), ``x`` (ground truth) and ``target`` (the
+guidance truth; None for real pairs: ``alternating`` and ``joint`` then take the outer step alone,
+so the proxy learns from ``f`` only, and the step reports no ``guidance_loss``).
 A non-finite loss skips the update and is reported as such (the trainer decides what to do).
 
 - ``joint``: one step on ``f + w g`` (the paper's naive baseline);
@@ -37,7 +39,7 @@ GRAD_CLIP = 1.0  # early stages invert near-singular blurs: rare huge gradients,
 
 
 def reconstruction_loss(model: UnfoldedHQS, batch: dict) -> torch.Tensor:
-    out = model(batch["physics"], target=batch["target"])
+    out = model(batch["physics"], target=batch.get("target"))
     return F.mse_loss(out.x.to(batch["x"].dtype), batch["x"])
 
 
@@ -158,6 +160,10 @@ class Alternating:
         self.optimizers = [self.inner, self.outer]
 
     def step(self, batch: dict) -> dict[str, float]:
+        if batch.get("target") is None:  # real pairs: no inner problem, the outer step alone
+            f = reconstruction_loss(self.model, batch)
+            apply_step(self.outer, f, self.scaler)
+            return {"loss": f.item()}
         g = guidance_loss(self.model, batch)
         if self.model.guidance_mode == "learned":
             apply_step(self.inner, self.weight * g, self.scaler)
@@ -186,6 +192,9 @@ class Joint:
 
     def step(self, batch: dict) -> dict[str, float]:
         f = reconstruction_loss(self.model, batch)
+        if batch.get("target") is None:  # real pairs: no guidance truth, the reconstruction alone
+            apply_step(self.opt, f, self.scaler)
+            return {"loss": f.item()}
         g = guidance_loss(self.model, batch)
         apply_step(self.opt, f + self.weight * g, self.scaler)
         return {"loss": f.item(), "guidance_loss": g.item()}

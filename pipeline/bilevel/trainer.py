@@ -44,12 +44,12 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class ValSample:
     """A fixed validation observation: ``y, x (1, C, H, W)``, ``target (1, 1, H, W)`` (the true
-    guidance map: noise level, rain density or transmission correction), ``kernel (k, k)``
+    guidance map: noise level, rain density or transmission correction; None for a real pair), ``kernel (k, k)``
     (deblurring; ``None`` for rain and haze)."""
 
     y: torch.Tensor
     x: torch.Tensor
-    target: torch.Tensor
+    target: torch.Tensor | None
     kernel: torch.Tensor | None = None
 
 
@@ -89,7 +89,10 @@ class Trainer:
         self.log_fn = log_fn or (lambda row: None)
         self.progress = progress
         self._init_optimizers()
-        self.batch_spec = BatchSpec(cfg.batch_size, cfg.pretrain_sigma_max / 255.0, model.guidance_mode == "learned")
+        # the proxy's warm start needs the guidance truth, which real pairs lack (it then learns in
+        # the bilevel phase, from the outer loss alone)
+        self.batch_spec = BatchSpec(cfg.batch_size, cfg.pretrain_sigma_max / 255.0,
+                                    model.guidance_mode == "learned" and sampler.has_targets)
         # worker processes draw batch i of a phase from a seed of its own (pipeline.batches)
         self.stream_seed = int(hashlib.sha256(self.config_key.encode()).hexdigest()[:15], 16)
         self.amp = amp_dtype(cfg.amp, device)  # None: full precision
@@ -243,7 +246,7 @@ class Trainer:
         loss = F.mse_loss(out.float(), clean)
         apply_step(self.pre_opt, loss, self.scaler)
         losses = {"loss": loss.item()}
-        if self.model.guidance_mode == "learned":
+        if self.batch_spec.with_proxy:
             b = {k: shard(batch[k]) for k in ("y", "target")}
             with self._autocast():
                 estimate = self.model.proxy_map(to_device(b["y"], self.device))
@@ -254,7 +257,7 @@ class Trainer:
 
     def _bilevel_step(self, batch: dict) -> dict[str, float]:
         b = {k: to_device(shard(v), self.device) for k, v in batch.items()}
-        batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "target": b["target"]}
+        batch = {"physics": bind_physics(b["y"], b.get("kernel")), "x": b["x"], "target": b.get("target")}
         # cosine decay over the bilevel phase: a function of the step, so resuming keeps it
         set_lr_scale(self.strategy, 0.5 * (1 + math.cos(math.pi * self.step / max(self.cfg.steps, 1))))
         with self._autocast():
@@ -274,7 +277,8 @@ class Trainer:
         self.model.eval()
         scores = []
         for s in self.val:
-            y, x, target = s.y.to(self.device), s.x.to(self.device), s.target.to(self.device)
+            y, x = s.y.to(self.device), s.x.to(self.device)
+            target = s.target.to(self.device) if s.target is not None else None  # a real pair has none
             with self._autocast():
                 if phase == "pretrain" and s.kernel is not None:
                     reference = BlurPhysics(x, s.kernel).A(x)  # the clean blurred image

@@ -40,11 +40,11 @@ HEAVY = dict(density=(0.0005, 0.0015), length=(0.2, 0.6), brightness=(0.2, 0.5),
              veil=(0.75, 0.9), layers=(2, 4), layer_spread=10.0)
 
 
-def heavy_spec(**overrides) -> RainSpec:
-    """``degrade.rain.style: heavy``, Rain100H's kind of rain (:data:`HEAVY`, ``overrides`` on
-    top): 2-4 streak layers at angles about 10 degrees (sd) apart around a common one, long and
-    semi-transparent streaks, always an atmospheric veil (rain accumulation)."""
-    return RainSpec(**{**HEAVY, "heavy": True, **overrides})
+def heavy_spec() -> RainSpec:
+    """``degrade.rain.style: heavy``, Rain100H's kind of rain (:data:`HEAVY`): 2-4 streak layers
+    at angles about 10 degrees (sd) apart around a common one, long and semi-transparent streaks,
+    always an atmospheric veil (rain accumulation)."""
+    return RainSpec(**HEAVY, heavy=True)
 
 
 def _line_kernel(length: int, angle_deg: float) -> np.ndarray:

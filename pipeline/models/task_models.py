@@ -246,10 +246,11 @@ class UnfoldedDehaze(_TaskUnfolded):
             raise ValueError("guidance_mode 'oracle' needs the true transmission correction")
         with torch.no_grad():
             t0, airlight = dark_channel_estimate(y)
-        pred = self.estimate_correction(y, t0)
-        correction = true_correction if self.guidance_mode == "oracle" else pred
-        if self.guidance_mode in ("none", "estimated"):
-            correction = torch.zeros_like(pred)
+        if self.guidance_mode in ("none", "estimated"):  # the controls start from the uncorrected prior
+            pred = correction = torch.zeros_like(t0)  # (their proxy is never used: not run)
+        else:
+            pred = self.estimate_correction(y, t0)
+            correction = true_correction if self.guidance_mode == "oracle" else pred
         # the guidance corrects the classical transmission; its size is the residual level
         t = (t0 * torch.exp(correction)).clamp(T_MIN, 1.0)
         level = constant_level(1.0 - t0) if self.guidance_mode == "estimated" else correction.abs()

@@ -520,10 +520,14 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
     map_name, map_text = TASK_MAPS.get(task, ("guidance", "the guidance map"))
     unit = TASK_MAP_UNITS.get(task, (255.0, "/255"))
     methods = ordered_methods((m.get("methods") or {}).keys())
-    intro = (f"Task **{task}**: evaluated on **{m.get('n_images', '?')}** test images (synthetic), "
+    real = m.get("data") == "real pairs"
+    intro = (f"Task **{task}**: evaluated on **{m.get('n_images', '?')}** test images "
+             f"({'real pairs, trained on real pairs too' if real else 'synthetic'}), "
              f"{len(methods)} methods ({', '.join(f'`{x}`' for x in methods)}); `classical` is "
-             f"{TASK_CLASSICAL.get(task, 'the classical baseline')}. The proxy predicts {map_text}; its mean "
-             f"absolute error against the true map: {_fmt(m.get('guidance_mae'), '.4f')}.")
+             f"{TASK_CLASSICAL.get(task, 'the classical baseline')}. The proxy predicts {map_text}; "
+             + ("real pairs carry no true map, so it was trained by the **outer loss alone** (the reconstruction "
+                "error, no inner supervision) and no guidance error is measured." if real else
+                f"its mean absolute error against the true map: {_fmt(m.get('guidance_mae'), '.4f')}."))
     if inputs.train and (secs := _finite(inputs.train.get("seconds"))) is not None:
         intro += f" Training took **{secs:.0f} s** on `{inputs.train.get('device', '?')}`."
     sections = [Section("What was run", [intro] + (
@@ -595,7 +599,8 @@ def combine(reports: Mapping[str, Report], metrics_by_task: Mapping[str, Mapping
     task, with figure names prefixed by the task (``deblur_visual_grid``) so the files don't clash."""
     overview = Section("Overview", [
         "One `dvc repro` ran these tasks side by side (`tasks.run` in `params.yaml`). Mean PSNR (dB) / SSIM "
-        "on each task's synthetic test split; the margin is over the best method that is neither a bound "
+        "on each task's test split (synthetic unless the task's section says real pairs); the margin is over the "
+        "best method that is neither a bound "
         "nor an oracle, bold only where its paired 95 % interval excludes 0.",
         TableBlock(overview_table(metrics_by_task), "Per task: the learned hyper-guidance against the best other method."),
     ])

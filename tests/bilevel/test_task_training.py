@@ -13,7 +13,7 @@ from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.models.factory import build_model
 from pipeline.models.task_models import UnfoldedDehaze, UnfoldedDerain
 from pipeline.physics.haze import T_MIN, dark_channel_estimate, transmission_correction
-from pipeline.patches import TaskPatchSampler
+from pipeline.patches import PairPatchSampler, TaskPatchSampler
 from pipeline.synthesis import TaskSpec, degrade_task
 
 CFG = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
@@ -79,6 +79,43 @@ def test_every_strategy_trains_the_task_models(task, strategy, images, tmp_path)
     assert type(loaded) is type(model) and state["task"] == task
     with torch.no_grad():
         assert torch.allclose(loaded(val[0].y).x, model.eval()(val[0].y).x, atol=1e-6)
+
+
+def test_pair_patches_cut_the_same_window_of_both_images(images):
+    observed = [np.clip(x + 0.125, 0.0, 2.0) for x in images]  # the observation's offset tells windows apart
+    sampler = PairPatchSampler(images, observed, 32, np.random.default_rng(5))
+    a = sampler.degraded_batch(4)
+    b = PairPatchSampler(images, observed, 32, np.random.default_rng(5)).degraded_batch(4)
+    assert set(a) == {"x", "y"} and a["x"].shape == (4, 3, 32, 32)  # no guidance truth
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.allclose(a["y"] - a["x"], torch.full_like(a["x"], 0.125))
+    assert a["x"].std() > 0.05  # real crops, not one flat window
+    with pytest.raises(ValueError, match="observation"):
+        PairPatchSampler(images, observed[:1], 32, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("task, strategy", [("derain", "alternating"), ("derain", "joint"), ("dehaze", "alternating")])
+def test_without_guidance_truth_the_proxy_learns_from_the_outer_loss_alone(task, strategy, images, tmp_path):
+    """Real pairs: no proxy warm start, no inner step, no guidance loss reported; the proxy still
+    moves (the outer loss's gradient reaches it through the guidance maps)."""
+    torch.manual_seed(0)
+    model = build_model(CFG, 3, task=task)
+    observed = [degrade_task(x, TaskSpec(task), np.random.default_rng(i)).y for i, x in enumerate(images)]
+    sampler = PairPatchSampler(images, observed, 32, np.random.default_rng(0))
+    val = [ValSample(torch.from_numpy(observed[1])[None], torch.from_numpy(images[1])[None], None)]
+    cfg = TrainConfig(strategy=strategy, pretrain_steps=2, steps=3, batch_size=2, patch_size=32, log_every=1,
+                      checkpoint_every=10)
+    proxy_before = [p.detach().clone() for p in model.proxy.parameters()]
+    trainer = Trainer(model, sampler, cfg, torch.device("cpu"), np.random.default_rng(0), None, "k", val,
+                      progress=False)
+    assert not trainer.batch_spec.with_proxy
+    history = trainer.run()
+    pre = [r for r in history if r["phase"] == "pretrain"]
+    assert all("guidance_loss" not in r for r in pre)
+    assert any(not torch.equal(a, b) for a, b in zip(proxy_before, model.proxy.parameters()))
+    bilevel = [r for r in history if r["phase"] == "bilevel"]
+    assert len(bilevel) == 3 and all(np.isfinite(r["loss"]) and "guidance_loss" not in r for r in bilevel)
+    assert np.isfinite(bilevel[-1]["val_psnr"])
 
 
 def test_deblurring_variants_are_refused_for_the_task_models():

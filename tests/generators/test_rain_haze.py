@@ -86,7 +86,7 @@ def test_heavy_rain_has_several_layers_more_rain_and_a_veil(clean):
 
 
 def test_rain_style_is_validated_and_chooses_the_spec():
-    assert task_spec("derain", DegradeConfig(rain=RainConfig(style="heavy"))).rain.layers == (2, 4)
-    assert task_spec("derain", DegradeConfig()).rain.layers == (1, 1)
+    assert task_spec("derain", DegradeConfig(rain=RainConfig(style="light"))).rain.layers == (1, 1)
+    assert task_spec("derain", DegradeConfig()).rain.layers == (2, 4)  # heavy: the default, as in params.yaml
     with pytest.raises(ConfigError, match="degrade.rain.style"):
         RainConfig(style="hevy")

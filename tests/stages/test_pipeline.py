@@ -89,6 +89,7 @@ def check_controls(root, task):
 def check_task(root, task):
     metrics = json.loads((root / "results" / task / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["noise_levels"] == [] and metrics["n_images"] == 2
+    assert metrics["data"] == "synthetic"  # (real pairs: tests/stages/test_pairs_training.py)
     assert set(metrics["methods"]) == {"input", "learned", *CONTROLS, "classical", *(["dgsm"] if task == "derain" else [])}
     check_comparisons(metrics, "classical", "input")
     check_controls(root, task)
