@@ -105,13 +105,18 @@ def test_extras_are_scored_with_the_rest_and_a_missing_output_is_an_error(blurre
         evaluate(blurred[:1], methods)
 
 
-def test_rain_pairs_without_a_target_score_learned_and_refuse_oracle_guidance(tmp_path):
+def rain_pairs(root) -> list:
+    """Two 32-px rain / no-rain pairs (coffee, astronaut) written under ``root``, as ``io.list_pairs`` reads them."""
     for i, name in enumerate(("coffee", "astronaut")):
         x = limit_size(to_channels(load_skimage(name), gray=False), 32)
         y = degrade_task(np.ascontiguousarray(x.transpose(2, 0, 1)), TaskSpec("derain"), np.random.default_rng(i)).y
-        io.write_image(tmp_path / "rain" / f"{i}.png", y.transpose(1, 2, 0))
-        io.write_image(tmp_path / "norain" / f"{i}.png", x)
-    pairs = io.list_pairs(tmp_path, "rain", "norain")
+        io.write_image(root / "rain" / f"{i}.png", y.transpose(1, 2, 0))
+        io.write_image(root / "norain" / f"{i}.png", x)
+    return io.list_pairs(root, "rain", "norain")
+
+
+def test_rain_pairs_without_a_target_score_learned_and_refuse_oracle_guidance(tmp_path):
+    pairs = rain_pairs(tmp_path)
     names = select_methods(TASK_METHODS, [])
     result = evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3), CPU))
     assert result.metrics["task"] == "derain" and result.metrics["noise_levels"] == [] and result.levels == []
@@ -129,12 +134,7 @@ def test_methods_no_seed_changes_run_once_per_sample_across_seeds(tmp_path, monk
     calls = []
     dgsm = evaluation.TASK_EXTRAS["derain"]["dgsm"]
     monkeypatch.setitem(evaluation.TASK_EXTRAS["derain"], "dgsm", lambda y: calls.append(1) or dgsm(y))
-    for i, name in enumerate(("coffee", "astronaut")):
-        x = limit_size(to_channels(load_skimage(name), gray=False), 32)
-        y = degrade_task(np.ascontiguousarray(x.transpose(2, 0, 1)), TaskSpec("derain"), np.random.default_rng(i)).y
-        io.write_image(tmp_path / "rain" / f"{i}.png", y.transpose(1, 2, 0))
-        io.write_image(tmp_path / "norain" / f"{i}.png", x)
-    pairs = io.list_pairs(tmp_path, "rain", "norain")
+    pairs = rain_pairs(tmp_path)
     names = ("input", "learned", "classical", "dgsm")
     shared: dict = {}
     runs = [evaluate(pair_samples(pairs), Methods("derain", names, model(task="derain", channels=3, seed=s), CPU,
