@@ -21,7 +21,7 @@ import torch
 
 from pipeline.generators import noise_maps
 from pipeline.generators.seeds import derive_seed
-from pipeline.patches import PatchSampler, TaskPatchSampler
+from pipeline.patches import Sampler
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def noisy_for_pretraining(clean: torch.Tensor, rng: np.random.Generator, sigma_m
     return clean + sigma * noise, sigma
 
 
-def draw_batch(sampler: PatchSampler | TaskPatchSampler, rng: np.random.Generator, phase: str,
+def draw_batch(sampler: Sampler, rng: np.random.Generator, phase: str,
                spec: BatchSpec) -> dict[str, torch.Tensor]:
     """One step's batch, every draw from ``rng`` (``sampler.rng`` is pointed at it). Pre-training:
     ``clean, noisy, sigma`` and, with the proxy, ``y, target`` of a degraded batch; bilevel (and
@@ -79,10 +79,10 @@ def batch_seed(seed: int, phase: str, index: int) -> int:
 
 # A worker process's copy of the sampler, set once by the pool's initializer: the pool API hands
 # work to functions, so the per-process state lives here (never in the training process).
-_WORKER_SAMPLER: PatchSampler | TaskPatchSampler | None = None
+_WORKER_SAMPLER: Sampler | None = None
 
 
-def _init_worker(sampler: PatchSampler | TaskPatchSampler) -> None:
+def _init_worker(sampler: Sampler) -> None:
     global _WORKER_SAMPLER
     torch.set_num_threads(1)  # one core per worker: the workers, not their threads, are the parallelism
     _WORKER_SAMPLER = sampler
@@ -94,7 +94,7 @@ def _draw_in_worker(seed: int, phase: str, index: int, spec: BatchSpec) -> dict[
 
 
 @contextlib.contextmanager
-def worker_pool(sampler: PatchSampler | TaskPatchSampler, workers: int) -> Iterator[ProcessPoolExecutor]:
+def worker_pool(sampler: Sampler, workers: int) -> Iterator[ProcessPoolExecutor]:
     """``workers`` spawned processes, each with a copy of ``sampler`` (its data, not its stream),
     for :class:`Prefetcher`; shut down on exit, queued batches cancelled."""
     rng, sampler.rng = sampler.rng, None  # the workers get the data, not the run's stream

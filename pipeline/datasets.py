@@ -125,8 +125,13 @@ def load_sample(prepared: str | Path, degraded: str | Path, row: dict[str, str])
     x = clean_image(prepared, row["image"], gray=y.shape[0] == 1)
     if "kernel" in arrays:  # deblurring: the noise map is the guidance target
         target, kernel = arrays.pop("sigma"), arrays.pop("kernel")
-    else:  # a real pair (prepare.source: pairs) has none
-        target, kernel = arrays.pop("target", None), None
+    elif "target" in arrays:
+        target, kernel = arrays.pop("target"), None
+    elif row.get("source") == "pair":  # a real pair (prepare.source: pairs) has no guidance truth
+        target, kernel = None, None
+    else:
+        raise io.InputError(f"{Path(degraded) / 'samples' / (row['sample_id'] + '.npz')}: no guidance target "
+                            "(only a real pair, source 'pair' in samples.csv, may lack one)")
     return Sample(row["sample_id"], row["split"], row["image"], y, x, target, kernel, arrays, dict(row))
 
 

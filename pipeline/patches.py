@@ -144,3 +144,7 @@ class PairPatchSampler(_Crops):
             xs.append(self.cut(self.images[i], window))
             ys.append(self.cut(self.observed[i], window))
         return {"x": torch.from_numpy(np.stack(xs)), "y": torch.from_numpy(np.stack(ys))}
+
+
+# what the trainer and the batch workers draw from
+Sampler = PatchSampler | TaskPatchSampler | PairPatchSampler

@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         pairs = io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task])[: max(args.limit, 0) or None]
     n = len(images) * len(kernels) * len(levels) if deblur else len(pairs)
     device = pick_device(args.device or params.base.device)
-    results, shared = [], {}  # shared: the methods no seed changes, run once per sample (pipeline.evaluation.Methods)
+    # shared: with several seeds, the methods no seed changes run once per sample (pipeline.evaluation.Methods)
+    results, shared = [], {} if len(runs) > 1 else None
     with io.atomic_dir(args.out) as out:
         for run in runs:
             model, denoiser, state = load_model(run.model, task=args.task, device=device)

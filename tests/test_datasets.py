@@ -81,3 +81,13 @@ def test_a_missing_sample_file_names_it(tmp_path, rng):
     (degraded / "samples" / "test-c-0.npz").unlink()
     with pytest.raises(io.InputError, match="test-c-0.npz"):
         datasets.read_split(prepared, degraded, "test")
+
+
+def test_only_a_real_pair_may_lack_its_guidance_target(tmp_path, rng):
+    prepared, degraded = write_split(tmp_path, rng, "derain")
+    (row,) = datasets.sample_rows(degraded, "test")
+    io.save_npz(degraded / "samples" / f"{row['sample_id']}.npz", y=rng.random((3, 21, 17)).astype(np.float32))
+    with pytest.raises(io.InputError, match=r"test-c-0\.npz: no guidance target"):
+        datasets.load_sample(prepared, degraded, row)  # a synthetic sample that lost its truth
+    s = datasets.load_sample(prepared, degraded, {**row, "source": "pair"})
+    assert s.target is None and s.y.shape == s.x.shape == (3, 21, 17)

@@ -253,3 +253,25 @@ def test_the_estimated_control_feeds_the_classical_level_as_a_constant_map(blurr
     last = out.guidance[-1]  # the decay ends at the level (times the gain, zero at init)
     assert torch.allclose(last, torch.full_like(last, level), rtol=1e-5) and out.proxy_maps == []
     assert torch.allclose(out.rhos, control.penalties(torch.tensor([level])), rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_deblurring_method_runs_on_cuda_and_scores_as_on_the_cpu(blurred):
+    """The protocol on a GPU (bf16 autocast for the networks, float32 FFT data steps): the
+    plug-and-play schedules, built on the CPU, follow the observation to the device, and every
+    method's PSNR is within 0.1 dB of the CPU's on the same samples."""
+    names = ("input", "learned", *[m for m in ALL_METHODS if m not in ("input", "learned")], NO_GUIDANCE,
+             ESTIMATED_GUIDANCE)
+    cuda = torch.device("cuda")
+
+    def methods(device: torch.device) -> Methods:
+        net = model().to(device)
+        controls = {NO_GUIDANCE: model("none").to(device), ESTIMATED_GUIDANCE: model("estimated").to(device)}
+        return Methods("deblur", names, net, device, net.denoiser, controls, TUNED, 0.01, ircnn_iters=3, dpir_iters=2)
+
+    on_cpu, on_gpu = evaluate(blurred, methods(CPU)), evaluate(blurred, methods(cuda))
+    assert [(r["sample_id"], r["method"]) for r in on_gpu.rows] == [(r["sample_id"], r["method"]) for r in on_cpu.rows]
+    assert {r["method"] for r in on_gpu.rows} == set(names)
+    for a, b in zip(on_cpu.rows, on_gpu.rows):
+        assert abs(a["psnr"] - b["psnr"]) < 0.1, (a["method"], a["psnr"], b["psnr"])

@@ -25,7 +25,7 @@ from pipeline.batches import BatchSpec, Prefetcher, draw_batch, worker_pool
 from pipeline.bilevel.parallel import mean_value, shard, world
 from pipeline.bilevel.strategies import apply_step, make_strategy, set_lr_scale, strategy_options
 from pipeline.config import TrainConfig
-from pipeline.patches import PatchSampler, TaskPatchSampler
+from pipeline.patches import Sampler
 from pipeline.device import amp_dtype, autocast, grad_scaler, to_device
 from pipeline.io import atomic_path
 from pipeline.metrics import psnr
@@ -76,7 +76,7 @@ class Trainer:
         log_fn: called with each history row (``phase``, ``step``, losses, ``val_psnr``...).
     """
 
-    def __init__(self, model: UnfoldedHQS, sampler: PatchSampler | TaskPatchSampler, cfg: TrainConfig, device: torch.device,
+    def __init__(self, model: UnfoldedHQS, sampler: Sampler, cfg: TrainConfig, device: torch.device,
                  rng: np.random.Generator, checkpoint: Path | None = None, config_key: str = "",
                  val: list[ValSample] | None = None, log_fn: Callable[[dict], None] | None = None,
                  progress: bool = True):
@@ -238,7 +238,7 @@ class Trainer:
     def _pretrain_step(self, batch: dict) -> dict[str, float]:
         """One step on denoising for the prior and, with learned guidance, one step of the inner
         problem for the proxy (noise-level estimation on blurred noisy patches): a warm start
-        for both levels."""
+        for both levels. Needs clean patches (a real-pair sampler has them: the clean image of each pair)."""
         # every data-parallel worker draws the global batch (same stream) and keeps its share
         clean, noisy, sigma = (to_device(shard(batch[k]), self.device) for k in ("clean", "noisy", "sigma"))
         with self._autocast():

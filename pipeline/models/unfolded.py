@@ -65,6 +65,7 @@ def hqs(physics: Physics, denoiser: nn.Module, rhos: torch.Tensor, guidance: Gui
         return denoiser(z, g), g
 
     x = physics.init()
+    rhos = rhos.to(x.device)  # a hand-set schedule is built on the CPU; the observation may be on a GPU
     maps = []
     for k in range(rhos.shape[-1]):
         if checkpoint:

@@ -548,10 +548,13 @@ def compose_task(inputs: ReportInputs, title: str) -> Report:
         renamed = [{**v, **({"sigma_true": v["target_true"]} if "target_true" in v else {}),
                     **({"noise_estimate": v["target_estimate"]} if "target_estimate" in v else {})}
                    for v in inputs.visuals]
+        maps = (f"the proxy's predicted {map_name} next to the true one (same scale, {unit[1]})"
+                if any("target_true" in v for v in inputs.visuals) else
+                f"the proxy's predicted {map_name} ({unit[1]}; real pairs carry no true one)")
         visual.blocks.append(FigureBlock(
             "visual_grid", fig_to_png(figs.visual_grid(renamed, shown, map_name=map_name, map_unit=unit)),
-            f"Per sample: input, restorations (PSNR against the ground truth), ground truth, and the proxy's "
-            f"predicted {map_name} next to the true one (same scale, {unit[1]}). Second row: the outlined crop, enlarged."))
+            f"Per sample: input, restorations (PSNR against the ground truth), ground truth, and {maps}. "
+            "Second row: the outlined crop, enlarged."))
         if any(k.startswith("guidance__") for k in inputs.visuals[0]):
             visual.blocks.append(FigureBlock(
                 "guidance_maps", fig_to_png(figs.guidance_maps(inputs.visuals[0])),
