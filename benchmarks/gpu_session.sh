@@ -3,8 +3,9 @@
 # so one that hangs costs only its own minutes): the GPU tests, a short training of each task's
 # default model on the GPU (bfloat16 autocast, and float32 for deblurring) beside the CPU's
 # train.json, the model's step rate at the paper's scale against the patch synthesis, and
-# inference speed. Needs torch, scikit-image, scipy, pyyaml and pytest (not MLflow, DVC, Optuna
-# or Ray: nothing here tracks, caches or schedules).
+# inference speed. Needs torch, scikit-image, scipy, PyWavelets, pyyaml, h5py, pypng and pytest
+# (not MLflow, DVC, Optuna or Ray: nothing here tracks, caches or schedules); a machine without
+# PyWavelets or pypng gets their wheels carried in.
 #
 #   benchmarks/gpu_session.sh DATA REF OUT
 #

@@ -8,7 +8,8 @@ Trains as the ``train`` stage does (:func:`pipeline.bilevel.setup.train`: the ta
 and bilevel steps of ``params.yaml``, seed ``base.seed``, on the prepared + degraded data under
 ``--data/<task>`` that ``dvc repro`` wrote), but without MLflow or output files, once per
 ``--amp`` mode (``train.amp``: ``auto`` is bfloat16 autocast on CUDA, float32 on the CPU;
-``off`` float32). ``--reference`` names a ``train.json`` of the same training on another device
+``off`` float32), after one short untimed training in every mode (CUDA's and cuDNN's start-up
+and autotuning are paid there, not by the first timed mode). ``--reference`` names a ``train.json`` of the same training on another device
 (the committed lock's, on the 2-core CPU) whose seconds and validation PSNRs are printed beside.
 
 Prints ``key=value`` lines per mode (``<key>_<mode>``): seconds, steps per second, the validation
@@ -31,6 +32,10 @@ from pipeline.bilevel.setup import train  # noqa: E402
 from pipeline.config import TASKS  # noqa: E402
 from pipeline.device import pick_device, tune_for_fixed_shapes  # noqa: E402
 from stages.common import load_params  # noqa: E402
+
+
+def fmt(v: float | None) -> str:
+    return f"{v:.3f}" if v is not None else "nan"
 
 
 def last_val_psnr(history: list[dict], phase: str) -> float | None:
@@ -64,10 +69,15 @@ def main() -> None:
     if ref is not None:
         print(f"reference_device={ref['device']}")
         print(f"reference_seconds={ref['seconds']}")
-        print(f"reference_pretrain_val_psnr={ref['pretrain_val_psnr']:.3f}")
-        print(f"reference_bilevel_val_psnr={ref['bilevel_val_psnr']:.3f}")
+        print(f"reference_pretrain_val_psnr={fmt(ref.get('pretrain_val_psnr'))}")
+        print(f"reference_bilevel_val_psnr={fmt(ref.get('bilevel_val_psnr'))}")
+    modes = [a.strip() for a in args.amp.split(",") if a.strip()]
+    for amp in modes:  # warm-up, not timed
+        short = dataclasses.replace(params.train, amp=amp, pretrain_steps=min(20, params.train.pretrain_steps),
+                                    steps=min(20, params.train.steps))
+        train(dataclasses.replace(params, train=short), data / "prepared", data / "degraded", None, device)
     last = ""
-    for amp in [a.strip() for a in args.amp.split(",") if a.strip()]:
+    for amp in modes:
         run = dataclasses.replace(params, train=dataclasses.replace(params.train, amp=amp))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -75,8 +85,7 @@ def main() -> None:
         print(f"seconds_{amp}={seconds:.2f}")
         print(f"steps_per_second_{amp}={steps / seconds:.1f}")
         for phase in ("pretrain", "bilevel"):
-            v = last_val_psnr(trainer.history, phase)
-            print(f"{phase}_val_psnr_{amp}={v:.3f}" if v is not None else f"{phase}_val_psnr_{amp}=nan")
+            print(f"{phase}_val_psnr_{amp}={fmt(last_val_psnr(trainer.history, phase))}")
         if device.type == "cuda":
             print(f"peak_memory_mib_{amp}={torch.cuda.max_memory_allocated(device) / 2**20:.1f}")
         last = f"speedup_{amp}={ref['seconds'] / seconds:.2f}" if ref is not None else f"seconds_{amp}={seconds:.2f}"
