@@ -33,6 +33,7 @@ from pipeline import datasets  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.generators.rain import add_rain, heavy_spec  # noqa: E402
 from pipeline.metrics import luminance, psnr  # noqa: E402
+from pipeline.stats import paired_interval  # noqa: E402
 
 BATCH, CROP = 16, 64
 
@@ -93,8 +94,9 @@ def train_estimator(train: list, seed: int, steps: int) -> VeilNet:
 
 
 def ci95(d: np.ndarray) -> str:
-    h = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.2f} [{d.mean() - h:+.2f}, {d.mean() + h:+.2f}]"
+    """The mean difference and its 95 % Student-t interval (:func:`pipeline.stats.paired_interval`)."""
+    mean, lo, hi = paired_interval(d)
+    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def main() -> None:
