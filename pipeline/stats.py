@@ -46,8 +46,11 @@ def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> tuple[f
 
 
 def _summary(diffs: list[float]) -> dict:
+    """``{"diff_mean", "ci95": [lo, hi], "n"}``; a single difference has no interval, written
+    ``[None, None]`` (JSON ``null``: ``metrics.json`` refuses NaN) and never a verdict."""
     mean, lo, hi = paired_interval(diffs)
-    return {"diff_mean": mean, "ci95": [lo, hi], "n": len(diffs)}
+    interval = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else [None, None]
+    return {"diff_mean": mean, "ci95": interval, "n": len(diffs)}
 
 
 def comparisons(rows: Iterable[dict], pairs: Sequence[tuple[str, str]], metric: str = "psnr",
@@ -74,7 +77,7 @@ def comparisons(rows: Iterable[dict], pairs: Sequence[tuple[str, str]], metric: 
                  **_summary([ra[k][metric] - rb[k][metric] for k in keys]),
                  "seeds": sorted({seed for _, seed in keys})}
         lo, hi = entry["ci95"]
-        entry["significant"] = bool(lo > 0 or hi < 0)
+        entry["significant"] = lo is not None and bool(lo > 0 or hi < 0)
         entry["winner"] = (a if lo > 0 else b) if entry["significant"] else None
         if levels:
             entry["per_level"] = {

@@ -1,14 +1,16 @@
 """The benchmark command: every method on any folder of images and any kernel file.
 
     python -m stages.benchmark --images DIR --kernels FILE --noise 1,3,5,7 --out DIR [--params params.yaml]
-        [--limit N] [--gray] [--methods a,b,...] [--model PATH] [--tuned PATH]
+        [--limit N] [--pairing all|cycle] [--gray] [--methods a,b,...] [--model PATH] [--tuned PATH]
         [--oracle-trials N] [--seed S] [--no-mismatch] [--noise-mode varying --spread S]
         [--ablation-model PATH]
 
 The protocol is the ``evaluate`` stage's (``pipeline.evaluation``), with its settings
 (``evaluate.ircnn_iters``, ``dpir_iters``, ``nominal_sigma``) read from ``--params``. Noise is
 drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N images in
-sorted order. It uses the models and the tuned schedules that ``dvc repro`` produced
+sorted order. ``--pairing cycle`` blurs the i-th image (sorted) with the (i mod K)-th of the K
+kernels only: every image and every kernel appear in K times fewer samples, each one identical to
+the same sample under the default ``all`` (every image with every kernel). It uses the models and the tuned schedules that ``dvc repro`` produced
 (``models/<task>/seed-<S>/model.pt`` and the controls beside it, ``tuned/<task>/seed-<S>.yaml``)
 unless told otherwise; ``--seeds 0,1,2`` scores every seed's set on the same samples and adds the
 spread over seeds and the paired comparisons with 95 % intervals to ``metrics.json``
@@ -49,9 +51,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline import io
@@ -80,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Param
     p.add_argument("--noise", default="1,3,5,7", help="noise levels, percent of the range, comma-separated")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--limit", type=int, default=0, help="first N images in sorted order (0: all)")
+    p.add_argument("--pairing", default="all", choices=("all", "cycle"),
+                   help="all: every image with every kernel; cycle: the i-th image (sorted) with kernel i mod K only")
     p.add_argument("--gray", action="store_true", help="evaluate on the grey conversion")
     p.add_argument("--methods", default="", help=f"subset of: {','.join(BENCH_METHODS)}")
     p.add_argument("--model", default=None, help="trained model (checkpoint path; default models/<task>/seed-<base.seed>/model.pt); "
@@ -109,6 +115,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Param
     if args.task != "deblur" and not args.pairs:
         p.error(f"--task {args.task} needs --pairs DIR (with {'/ and '.join(PAIR_LAYOUTS[args.task])}/)")
     return args, params
+
+
+def image_kernels(images: list[Path], kernels: list[tuple[str, np.ndarray]], pairing: str
+                  ) -> list[tuple[Path, list[tuple[str, np.ndarray]]]]:
+    """Each image with the kernels it is blurred with: all of them (``all``), or the (i mod K)-th
+    for the i-th image (``cycle``: every kernel used when there are at least K images)."""
+    if pairing == "cycle":
+        return [(image, [kernels[i % len(kernels)]]) for i, image in enumerate(images)]
+    return [(image, kernels) for image in images]
 
 
 @dataclass(frozen=True)
@@ -178,12 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     if deblur:
         levels = [float(v) for v in args.noise.split(",") if v.strip()]
         images, kernels = io.list_images(args.images)[: max(args.limit, 0) or None], io.read_kernels(args.kernels)
+        blur_plan = image_kernels(images, kernels, args.pairing)
     else:
         pairs = io.list_pairs(args.pairs, *PAIR_LAYOUTS[args.task])[: max(args.limit, 0) or None]
-    n = len(images) * len(kernels) * len(levels) if deblur else len(pairs)
+    n = sum(len(ks) for _, ks in blur_plan) * len(levels) if deblur else len(pairs)
     device = pick_device(args.device or params.base.device)
     # shared: with several seeds, the methods no seed changes run once per sample (pipeline.evaluation.Methods)
-    results, shared = [], {} if len(runs) > 1 else None
+    results, shared = [], ({} if len(runs) > 1 else None)
     with io.atomic_dir(args.out) as out:
         for run in runs:
             model, denoiser, state = load_model(run.model, task=args.task, device=device)
@@ -200,8 +216,10 @@ def main(argv: list[str] | None = None) -> None:
             done, stale = io.open_journal(journal, settings)
             if stale:
                 log.info("%s: written under other settings, starting over", journal)
-            samples = (blurred_samples(images, kernels, levels, args.seed, args.noise_mode, args.spread, args.gray or
-                                       int(state["channels"]) == 1) if deblur else pair_samples(pairs))
+            gray = args.gray or int(state["channels"]) == 1
+            samples = (chain.from_iterable(blurred_samples([image], ks, levels, args.seed, args.noise_mode, args.spread,
+                                                           gray) for image, ks in blur_plan)
+                       if deblur else pair_samples(pairs))
             results.append(evaluate(tqdm(samples, total=n, desc=f"benchmark seed {run.seed}", disable=args.quiet),
                                     methods, oracle, with_id=False, done={r["sample_id"]: r for r in done},
                                     on_scored=lambda sample, scored, j=journal, st=settings: io.append_journal(j, st, scored),

@@ -114,7 +114,7 @@ def main() -> None:
     with stage_run("evaluate", params, {"device": str(device), "seeds": ",".join(map(str, seeds))}) as tracker:
         with io.atomic_dir(args.out) as out:
             # with several seeds, the methods no seed changes run once per sample (pipeline.evaluation.Methods)
-            results, names, first_model, shared = [], None, None, {} if len(seeds) > 1 else None
+            results, names, first_model, shared = [], None, None, ({} if len(seeds) > 1 else None)
             for seed in seeds:
                 methods = seed_methods(params, args, seed, names, device, shared)
                 names = methods.names  # every seed runs the methods of the first

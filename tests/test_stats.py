@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.io import InputError
+from pipeline.io import InputError, read_json, write_json
 from pipeline.stats import comparisons, paired_interval, seed_spread
 
 T_975_9 = 2.262157  # Student t, 0.975 quantile, 9 degrees of freedom (statistical tables)
@@ -55,6 +55,18 @@ def test_no_verdict_when_the_interval_holds_zero_and_a_missing_partner_is_an_err
     assert c["ci95"][0] < 0 < c["ci95"][1] and not c["significant"] and c["winner"] is None
     with pytest.raises(ValueError, match="without a partner"):
         comparisons(a + b[:2], [("a", "b")])
+
+
+def test_one_sample_has_no_interval_and_still_writes_json(tmp_path):
+    """A benchmark of one image, one kernel and one level pairs one difference: no interval, no
+    verdict, and ``metrics.json`` (which refuses NaN) must still be written."""
+    a, b = rows_for("learned", [25.0], levels=(3.0,)), rows_for("base", [24.0], levels=(3.0,))
+    (c,) = comparisons(a + b, [("learned", "base")], levels=[3.0])
+    assert c["diff_mean"] == pytest.approx(1.0) and c["n"] == 1
+    assert c["ci95"] == [None, None] and not c["significant"] and c["winner"] is None
+    assert c["per_level"]["3"]["ci95"] == [None, None]
+    write_json(tmp_path / "metrics.json", {"comparisons": [c]})
+    assert read_json(tmp_path / "metrics.json")["comparisons"][0]["ci95"] == [None, None]
 
 
 def test_seed_spread_is_the_std_of_per_seed_means():

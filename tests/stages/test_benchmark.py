@@ -163,3 +163,24 @@ def test_seeds_read_each_seeds_models_and_compare_over_samples_and_seeds(bench_i
     pairs = {(c["a"], c["b"]): c for c in metrics["comparisons"]}
     assert pairs[("learned", "ircnn_estimated")]["n"] == 2 * 2 * 1 * 2  # 2 images x 2 kernels x 1 level x 2 seeds
     assert set(pairs) == {("learned", "ircnn_estimated"), ("learned", "no_guidance")}
+
+
+def test_cycle_pairing_blurs_each_image_with_one_kernel_and_keeps_its_samples(bench_inputs):
+    """``--pairing cycle``: image i with kernel i mod K only, each sample identical to the same
+    sample of the full image x kernel protocol (its noise seed is per image, kernel and level)."""
+    d = bench_inputs
+    run = ["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "3", "--model",
+           str(d / "model.pt"), "--params", str(d / "params.yaml"), "--quiet", "--no-mismatch",
+           "--methods", "input,learned,ircnn_estimated"]
+    main([*run, "--out", str(d / "all")])
+    main([*run, "--out", str(d / "cycle"), "--pairing", "cycle"])
+    import csv
+    every = {(r["image"], r["kernel_id"], r["method"]): r for r in csv.DictReader(open(d / "all" / "per_image.csv"))}
+    cycle = list(csv.DictReader(open(d / "cycle" / "per_image.csv")))
+    assert sorted({(r["image"], r["kernel_id"]) for r in cycle}) == [("camera", "k01"), ("coins", "k02")]
+    for r in cycle:
+        assert r["psnr"] == every[(r["image"], r["kernel_id"], r["method"])]["psnr"]
+    metrics = json.loads((d / "cycle" / "metrics.json").read_text())
+    assert metrics["n_images"] == 2 and metrics["n_kernels"] == 2
+    (c,) = [c for c in metrics["comparisons"] if (c["a"], c["b"]) == ("learned", "ircnn_estimated")]
+    assert c["n"] == 2
