@@ -142,12 +142,12 @@ def test_a_crashed_run_resumes_with_its_oracle_scores_and_mismatch_rows(bench_in
     assert not (d / "out" / "per_image.partial.jsonl").exists()
 
 
-def test_seeds_read_each_seeds_models_and_compare_over_samples_and_seeds(bench_inputs, monkeypatch):
-    d = bench_inputs
-    for seed in (0, 3):  # the dvc repro layout: models/<task>/seed-<S>/ with its controls, tuned/<task>/seed-<S>.yaml
+def write_seed_models(d, seeds):
+    """The dvc repro layout: models/deblur/seed-<S>/ with a no_guidance control, tuned/deblur/seed-<S>.yaml."""
+    import torch
+    for seed in seeds:
         folder = d / "models" / "deblur" / f"seed-{seed}"
         cfg = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
-        import torch
         torch.manual_seed(seed)
         model = build_model(cfg, 1)
         save_model(folder / "model.pt", model, cfg, 1, "deblur", model.denoiser.state_dict())
@@ -155,6 +155,11 @@ def test_seeds_read_each_seeds_models_and_compare_over_samples_and_seeds(bench_i
                    replace(cfg, guidance="none"), 1, "deblur", model.denoiser.state_dict())
         (d / "tuned" / "deblur").mkdir(parents=True, exist_ok=True)
         (d / "tuned" / "deblur" / f"seed-{seed}.yaml").write_text(yaml.safe_dump(TUNED))
+
+
+def test_seeds_read_each_seeds_models_and_compare_over_samples_and_seeds(bench_inputs, monkeypatch):
+    d = bench_inputs
+    write_seed_models(d, (0, 3))
     monkeypatch.chdir(d)
     main(["--images", "images", "--kernels", "kernels.npy", "--noise", "3", "--out", "seeds", "--seeds", "0,3",
           "--params", "params.yaml", "--quiet", "--no-mismatch", "--methods", "learned,ircnn_estimated,no_guidance"])
@@ -184,3 +189,22 @@ def test_cycle_pairing_blurs_each_image_with_one_kernel_and_keeps_its_samples(be
     assert metrics["n_images"] == 2 and metrics["n_kernels"] == 2
     (c,) = [c for c in metrics["comparisons"] if (c["a"], c["b"]) == ("learned", "ircnn_estimated")]
     assert c["n"] == 2
+
+
+def test_runs_of_one_seed_each_merge_into_the_several_seeds_run(bench_inputs, monkeypatch):
+    """scripts/merge_benchmark_seeds.py: ``--seeds 0`` and ``--seeds 3`` run apart, merged, give the
+    files of one ``--seeds 0,3`` run byte for byte; a seed in two runs is refused."""
+    d = bench_inputs
+    write_seed_models(d, (0, 3))
+    monkeypatch.chdir(d)
+    common = ["--images", "images", "--kernels", "kernels.npy", "--noise", "1,3", "--params", "params.yaml", "--quiet",
+              "--no-mismatch", "--methods", "learned,ircnn_estimated,no_guidance"]
+    for seeds, out in (("0,3", "both"), ("0", "s0"), ("3", "s3")):
+        main([*common, "--seeds", seeds, "--out", out])
+    merge = [sys.executable, str(ROOT / "scripts" / "merge_benchmark_seeds.py"), "--out"]
+    res = subprocess.run([*merge, "merged", "s0", "s3"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for name in ("metrics.json", "per_image.csv", "table.md"):
+        assert (d / "merged" / name).read_bytes() == (d / "both" / name).read_bytes(), name
+    res = subprocess.run([*merge, "again", "s0", "both"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "seed 0 is in both" in res.stderr and not (d / "again").exists()
