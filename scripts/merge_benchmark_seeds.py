@@ -30,8 +30,11 @@ def read_run(folder: Path) -> Evaluation:
     """One benchmark output folder as an :class:`Evaluation` of its rows (typed as the benchmark
     wrote them: scores and levels float, ``seed`` int)."""
     metrics = io.read_json(folder / "metrics.json")
-    rows = [{k: (float(v) if k in FLOAT_COLUMNS else int(v) if k == "seed" else v) for k, v in r.items() if v != ""}
-            for r in io.read_csv(folder / "per_image.csv")]
+    try:
+        rows = [{k: (float(v) if k in FLOAT_COLUMNS else int(v) if k == "seed" else v) for k, v in r.items() if v != ""}
+                for r in io.read_csv(folder / "per_image.csv")]
+    except ValueError as exc:  # a score, level or seed cell that is not a number
+        raise io.InputError(f"{folder / 'per_image.csv'}: {exc}") from exc
     if not rows:
         raise io.InputError(f"{folder / 'per_image.csv'}: no rows")
     task = metrics.get("task", "deblur")

@@ -10,9 +10,9 @@ The protocol is the ``evaluate`` stage's (``pipeline.evaluation``), with its set
 drawn from a fixed seed per (image, kernel, level); ``--limit N`` takes the first N images in
 sorted order. ``--pairing cycle`` blurs the i-th image (sorted) with the (i mod K)-th of the K
 kernels only: every image and every kernel appear in K times fewer samples, each one identical to
-the same sample under the default ``all`` (every image with every kernel). It uses the models and the tuned schedules that ``dvc repro`` produced
-(``models/<task>/seed-<S>/model.pt`` and the controls beside it, ``tuned/<task>/seed-<S>.yaml``)
-unless told otherwise; ``--seeds 0,1,2`` scores every seed's set on the same samples and adds the
+the same sample under the default ``all`` (every image with every kernel). It uses the models
+and the tuned schedules that ``dvc repro`` produced (``models/<task>/seed-<S>/model.pt`` and the
+controls beside it, ``tuned/<task>/seed-<S>.yaml``) unless told otherwise; ``--seeds 0,1,2`` scores every seed's set on the same samples and adds the
 spread over seeds and the paired comparisons with 95 % intervals to ``metrics.json``
 (``comparisons``), as ``evaluate`` does. ``oracle_per_image`` searches the schedule per degraded
 image against its ground truth (Optuna, in memory, seeded, in the ``tune`` stage's space), the
