@@ -18,7 +18,8 @@ trials train through it too). Checkpoints every ``train.checkpoint_every`` steps
 (kept by DVC between runs: ``persist``); a re-run after an interruption resumes from it when the
 configuration is unchanged. Writes ``model.pt`` (weights_only-loadable), ``history.csv`` and
 ``train.json`` (``seconds`` of wall clock and ``cpu_seconds`` of process CPU time, every thread:
-the budget the ``tune`` stage gives the baselines), and logs the model to MLflow in its PyTorch format (``runs:/<run>/model``), the checkpoint
+the budget the ``tune`` stage gives the baselines; both of the whole training, a resumed run's
+earlier processes up to its checkpoint included; ``train.data_workers``' processes are not counted), and logs the model to MLflow in its PyTorch format (``runs:/<run>/model``), the checkpoint
 alongside. ``--register`` (what ``dvc.yaml`` passes) also registers it as ``hyperguide-<task>``
 (``models:/hyperguide-deblur/<version>``): a by-hand run into a scratch folder never adds a version.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +130,10 @@ def main() -> None:
             tracker.log_metrics({f"{row['phase']}/{k}": v for k, v in row.items() if k not in ("phase", "step")},
                                 step=offset + row["step"])
 
-        cpu0 = time.process_time()  # every thread of this process: what a CPU-second budget counts
+        # process CPU time, every thread (what a CPU-second budget counts), over every process that
+        # trained this model: a run resumed from its checkpoint records the whole training's
         trainer, seconds = run_training(setup, params, Path(args.checkpoint), device, log_row, progress=not args.quiet)
-        cpu_seconds = time.process_time() - cpu0
+        cpu_seconds = trainer.spent["cpu_seconds"]
         history = trainer.history
         save_model(out / "model.pt", model.cpu(), params.model, setup.channels, params.base.task, trainer.pretrained,
                    extra={"config_key": setup.config_key})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ from pipeline.config import ModelConfig, Params, to_dict
 from pipeline.generators.kernels import sample_kernel
 from pipeline.generators.seeds import derive_seed, rng_for
 from pipeline.models.factory import build_model
-from pipeline.patches import NoiseSpec, PairPatchSampler, PatchSampler, TaskPatchSampler
+from pipeline.patches import NoiseSpec, PairPatchSampler, PatchSampler, Sampler, TaskPatchSampler
 from pipeline.synthesis import task_spec
 
 
@@ -49,7 +48,7 @@ class TrainingSetup:
     images: list[np.ndarray]
     val: list[ValSample]
     channels: int
-    sampler: PatchSampler | TaskPatchSampler | PairPatchSampler
+    sampler: Sampler
     model: nn.Module
     config_key: str
     rng: np.random.Generator
@@ -129,13 +128,14 @@ def build_training(params: Params, prepared: str | Path, degraded: str | Path) -
 def run_training(setup: TrainingSetup, params: Params, checkpoint: Path | None, device: torch.device,
                  log_fn: Callable[[dict], None] | None = None, progress: bool = False) -> tuple[Trainer, float]:
     """Pre-train, then train ``setup.model`` bilevel (the ``direct_cnn`` control: its one
-    phase; resuming from ``checkpoint`` when it matches): ``(trainer, seconds)``; the trained model stays on ``device``."""
+    phase; resuming from ``checkpoint`` when it matches): ``(trainer, seconds)``, ``seconds`` the wall
+    clock of the whole training, a resumed one's earlier processes included (``trainer.spent``); the
+    trained model stays on ``device``."""
     kind = DirectTrainer if params.model.guidance == "direct" else Trainer  # the direct_cnn control
     trainer = kind(setup.model, setup.sampler, params.train, device, setup.rng, checkpoint, setup.config_key,
                    setup.val, log_fn, progress=progress)
-    t0 = time.perf_counter()
     trainer.run()
-    return trainer, time.perf_counter() - t0
+    return trainer, trainer.spent["seconds"]
 
 
 def train(params: Params, prepared: Path, degraded: Path, checkpoint: Path | None, device: torch.device,

@@ -2,8 +2,8 @@
 
 The trainer knows nothing of files beyond one checkpoint path nor of trackers: progress goes to
 a ``log(row)`` callback. A checkpoint holds everything needed to continue bit-for-bit (weights,
-optimiser states, the sampler's random state, the history), saved atomically, loaded with
-``torch.load(weights_only=True)``.
+optimiser states, the sampler's random state, the history) and the time spent to reach it,
+saved atomically, loaded with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: with the time spent (``spent``); a format-1 checkpoint starts afresh
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,6 +103,11 @@ class Trainer:
         self.nonfinite = 0
         self.pretrained: dict = {}  # the denoiser right after pre-training: the plug-and-play prior
         self.resumed_from: int | None = None
+        # wall and process CPU-seconds of every process that trained this run, up to its last
+        # checkpoint (work lost to a kill after it is redone, so not counted): a resumed run's total
+        # is what an uninterrupted one would record, and the tuning budget is that total
+        self._spent_before = {"seconds": 0.0, "cpu_seconds": 0.0}
+        self._clock: tuple[float, float] | None = None  # (perf_counter, process_time) when run() began
         self.pool = None  # train.data_workers' processes while run() runs
 
     def _init_optimizers(self) -> None:
@@ -127,7 +132,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "config_key": self.config_key, "phase": self.phase, "step": self.step,
             "model": self.model.state_dict(), **self._optimizer_state(),
             "rng": self.rng.bit_generator.state, "history": self.history,
-            "pretrained": self.pretrained,
+            "pretrained": self.pretrained, "spent": self.spent,
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
@@ -154,17 +159,33 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         self.phase, self.step, self.history = state["phase"], state["step"], list(state["history"])
         self.pretrained = state["pretrained"]
+        self._spent_before = {k: float(v) for k, v in state["spent"].items()}
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.resumed_from = self.step
         log.info("resumed from %s: phase %s, step %d", self.checkpoint, self.phase, self.step)
         return True
 
+    @property
+    def spent(self) -> dict[str, float]:
+        """``{"seconds", "cpu_seconds"}``: wall clock and process CPU time (every thread) this
+        training has taken, over every process that worked on it (a resumed one's predecessors up
+        to the checkpoint it resumed from, then this one's ``run``)."""
+        if self._clock is None:
+            return dict(self._spent_before)
+        wall, cpu = self._clock
+        return {"seconds": self._spent_before["seconds"] + time.perf_counter() - wall,
+                "cpu_seconds": self._spent_before["cpu_seconds"] + time.process_time() - cpu}
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
+        self._clock = (time.perf_counter(), time.process_time())
         workers = worker_pool(self.sampler, self.cfg.data_workers) if self.cfg.data_workers else contextlib.nullcontext()
-        with workers as self.pool:  # one pool for both phases (None: batches drawn in this process)
-            return self._run()
+        try:
+            with workers as self.pool:  # one pool for both phases (None: batches drawn in this process)
+                return self._run()
+        finally:  # stop the clock: ``spent`` is then this run's total, read after it
+            self._spent_before, self._clock = self.spent, None
 
     def _run(self) -> list[dict]:
         self.try_resume()

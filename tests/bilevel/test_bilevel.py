@@ -1,5 +1,6 @@
 """The bilevel step: exact gradients through the unfolded stages, strategies, resumable training."""
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -96,12 +97,23 @@ def test_interrupted_training_resumes_bit_for_bit(tmp_path):
 
     with pytest.raises(Interrupted):
         _trainer(tmp_path / "b", log_fn=interrupt_at("bilevel", 4)).run()
+    before = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)["spent"]  # the first process's, to step 2
     resumed = _trainer(tmp_path / "b")
+    cpu0 = time.process_time()
     resumed.run()
+    own = time.process_time() - cpu0
     assert resumed.resumed_from == 2  # the last checkpoint before the interruption
     for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert [r["step"] for r in resumed.history] == [r["step"] for r in reference.history]
+    # the time spent is the whole training's, not the last process's: the tuning budget reads it
+    assert before["cpu_seconds"] > 0 and before["seconds"] > 0
+    assert resumed.spent["cpu_seconds"] == pytest.approx(before["cpu_seconds"] + own, abs=0.05)
+    # a finished run re-run (DVC re-running the stage) reports what the run that did the work spent
+    again = _trainer(tmp_path / "a")
+    again.run()
+    assert again.spent["cpu_seconds"] == pytest.approx(reference.spent["cpu_seconds"], abs=0.05)
+    assert again.spent["seconds"] >= reference.spent["seconds"] * 0.99
 
 
 def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
