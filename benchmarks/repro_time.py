@@ -3,13 +3,14 @@
     python benchmarks/repro_time.py [--profile profiles/test.yaml] [--keep DIR]
 
 Prints ``key=value`` lines: per-stage seconds (from DVC's output order and wall clock;
-``stage_seconds_train_derain_0`` for ``train@derain-0``), per-task sums, the no-op re-run, and last
-the headline ``repro_seconds`` (every task of ``tasks.run``; the target is 40 min on 2 cores).
+``stage_seconds_train_derain_0`` for ``train@derain-0``), per-task sums, the no-op re-run, the
+CPU's model (``cpu_model``), and last the headline ``repro_seconds`` (every task of ``tasks.run``; the target is 40 min on 2 cores).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from pipeline.config import merge  # noqa: E402
 from project_copy import copy_project, project_env  # noqa: E402
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), spaces as ``_``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "_".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return "_".join(platform.processor().split()) or "unknown"
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +77,7 @@ def main() -> None:
     print(f"noop_ran_stages={noop.stdout.count('Running stage')}")
     print(f"noop_repro_seconds={noop_seconds:.2f}")
     print(f"cpu_count={os.cpu_count()}")
+    print(f"cpu_model={cpu_model()}")  # timings (and float rounding, hence the models' bits) depend on it
     print(f"repro_seconds={total:.1f}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

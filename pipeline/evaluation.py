@@ -534,8 +534,9 @@ def merge_seeds(results: Sequence[Evaluation]) -> Evaluation:
     from :func:`evaluate` with its ``seed``): rows of every seed, ``metrics`` the means over
     samples x seeds (:func:`aggregate`) with, per method, the spread over seeds
     (``psnr_std_seeds``, ``ssim_std_seeds``: the std of the per-seed means, None with one seed)
-    and the top-level ``seeds``, ``ci_method`` and ``comparisons`` (:func:`pipeline.stats.comparisons`
-    over :func:`headline_pairs`, paired on (sample, seed))."""
+    and the top-level ``seeds``, ``ci_method``, ``ci_seeds_method`` and ``comparisons``
+    (:func:`pipeline.stats.comparisons` over :func:`headline_pairs`, paired on (sample, seed), with
+    the interval over seeds ``ci95_seeds``)."""
     first = results[0]
     merged = Evaluation(first.task, first.methods, first.levels, n_resumed=sum(r.n_resumed for r in results))
     for r in results:
@@ -549,7 +550,7 @@ def merge_seeds(results: Sequence[Evaluation]) -> Evaluation:
         for metric in ("psnr", "ssim"):
             entry[f"{metric}_std_seeds"] = spread[metric].get(m, {}).get("std")
     seeds = sorted({r["seed"] for r in merged.rows})
-    metrics.update(seeds=seeds, ci_method=stats.CI_METHOD,
+    metrics.update(seeds=seeds, ci_method=stats.CI_METHOD, ci_seeds_method=stats.CI_SEEDS_METHOD,
                    comparisons=stats.comparisons(merged.rows, headline_pairs(first.task, merged.methods), "psnr",
                                                  merged.levels))
     if first.task != "deblur":

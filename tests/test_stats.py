@@ -75,3 +75,24 @@ def test_seed_spread_is_the_std_of_per_seed_means():
     assert got["per_seed"] == {"0": 2.0, "1": 3.0, "2": 5.5}
     assert got["std"] == pytest.approx(np.std([2.0, 3.0, 5.5], ddof=1))
     assert seed_spread(rows_for("m", [1.0, 2.0]), ["m"])["m"]["std"] is None
+
+
+T_975_2 = 4.302653  # Student t, 0.975 quantile, 2 degrees of freedom (statistical tables)
+
+
+def test_the_interval_over_seeds_takes_the_trained_model_as_the_unit():
+    """Per seed, ``a`` beats ``b`` by an almost constant offset on every sample, but one seed's
+    offset is large and the others' near 0: the interval over the (sample, seed) pairs excludes 0,
+    the interval over the seeds' means (a textbook t-interval, 2 degrees of freedom) holds it."""
+    offsets = {0: 0.30, 1: 0.02, 2: 0.05}
+    a = rows_for("a", [20.0 + i for i in range(4)] * 3, seeds=(0, 1, 2))
+    b = [dict(r, method="b", psnr=r["psnr"] - offsets[r["seed"]] + 0.001 * (i % 4)) for i, r in enumerate(a)]
+    (c,) = comparisons(a + b, [("a", "b")])
+    means = [np.mean([x["psnr"] - y["psnr"] for x, y in zip(a, b) if x["seed"] == s]) for s in (0, 1, 2)]
+    assert c["per_seed"] == pytest.approx({"0": means[0], "1": means[1], "2": means[2]})
+    half = T_975_2 * np.std(means, ddof=1) / math.sqrt(3)
+    assert c["ci95_seeds"] == pytest.approx([np.mean(means) - half, np.mean(means) + half], abs=1e-5)
+    assert c["ci95_seeds"][0] < 0 < c["ci95_seeds"][1]
+    assert c["significant"] and c["winner"] == "a"  # what the interval over (sample, seed) pairs says
+    (one,) = comparisons(rows_for("a", [1.0, 2.0]) + rows_for("b", [0.5, 1.0]), [("a", "b")])
+    assert one["per_seed"] == {"0": pytest.approx(0.75)} and one["ci95_seeds"] == [None, None]

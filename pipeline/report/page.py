@@ -304,15 +304,20 @@ def seeds_text(metrics: Mapping) -> str:
         return (f"**1 seed** (seed {seeds[0]}): no spread over training seeds; the intervals below are over test "
                 "samples only.")
     return (f"**{len(seeds)} seeds** ({', '.join(map(str, seeds))}): values are means over samples × seeds, "
-            "`± std` the spread of the per-seed means.")
+            "`± std` the spread of the per-seed means. Each comparison's second interval is over the seeds' mean "
+            "differences (the trained model the unit): where it crosses 0, the gap does not hold from one trained "
+            "model to the next, whatever the first says.")
 
 
 def comparison_table(metrics: Mapping) -> pd.DataFrame:
     """One row per paired comparison of ``metrics["comparisons"]``: the difference ``a − b`` in dB,
-    its 95 % interval, the number of (sample, seed) pairs, the verdict, and per noise level."""
+    its 95 % interval, the number of (sample, seed) pairs, with several seeds the interval over
+    the seeds' mean differences, the verdict (from the first interval), and per noise level."""
     rows = {}
+    several = len(metrics.get("seeds") or []) > 1  # an interval over seeds exists
     for c in metrics.get("comparisons") or []:
         lo, hi = (_finite(v) for v in c.get("ci95") or [None, None])
+        slo, shi = (_finite(v) for v in c.get("ci95_seeds") or [None, None])
         verdict = significant_winner(metrics, c["a"], c["b"])
         levels = "; ".join(f"{k} %: {_fmt(v.get('diff_mean'), '+.2f')} [{_fmt((v.get('ci95') or [None])[0], '+.2f')}, "
                            f"{_fmt((v.get('ci95') or [None, None])[1], '+.2f')}]"
@@ -322,6 +327,7 @@ def comparison_table(metrics: Mapping) -> pd.DataFrame:
             "95 % interval": f"[{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]",
             "n": str(c.get("n", MISSING)),
             "seeds": ", ".join(map(str, c.get("seeds") or [])),
+            **({"95 % interval over seeds": f"[{_fmt(slo, '+.2f')}, {_fmt(shi, '+.2f')}]"} if several else {}),
             "verdict": "no significant difference" if verdict is None else _bold(f"{verdict} better", True),
             **({"per noise level": levels} if levels else {}),
         }

@@ -273,6 +273,12 @@ def test_the_comparison_table_and_the_seed_count_are_said_plainly():
     assert "**1 seed**" in comparison_blocks(with_comparisons((0.1, 0.9), (0.5, 1.5)))[0]
     three = with_comparisons((0.1, 0.9), (0.5, 1.5), seeds=(0, 1, 2))
     assert "**3 seeds**" in comparison_blocks(three)[0] and "± 0.12" in results_table(three).at["mean", "learned"]
+    # with several seeds, the interval over the seeds' means beside it (the verdict keeps the first)
+    assert "95 % interval over seeds" not in table.columns
+    three["comparisons"][0]["ci95_seeds"] = [-0.3, 1.3]
+    row3 = comparison_table(three).iloc[0]
+    assert row3["95 % interval over seeds"] == "[-0.30, +1.30]" and "learned better" in row3["verdict"]
+    assert "over the seeds' mean differences" in comparison_blocks(three)[0]
     assert "No paired comparisons" in comparison_blocks(fake_metrics())[1]
 
 
