@@ -50,12 +50,16 @@ def paired_interval(diffs: Sequence[float], confidence: float = 0.95) -> tuple[f
     return mean, float(lo), float(hi)
 
 
+def _json_interval(lo: float, hi: float) -> list:
+    """``[lo, hi]``, or ``[None, None]`` (JSON ``null``) where there is no interval: ``metrics.json`` refuses NaN."""
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else [None, None]
+
+
 def _summary(diffs: list[float]) -> dict:
     """``{"diff_mean", "ci95": [lo, hi], "n"}``; a single difference has no interval, written
     ``[None, None]`` (JSON ``null``: ``metrics.json`` refuses NaN) and never a verdict."""
     mean, lo, hi = paired_interval(diffs)
-    interval = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else [None, None]
-    return {"diff_mean": mean, "ci95": interval, "n": len(diffs)}
+    return {"diff_mean": mean, "ci95": _json_interval(lo, hi), "n": len(diffs)}
 
 
 def _over_seeds(diffs: dict[tuple[str, int], float]) -> dict:
@@ -64,8 +68,7 @@ def _over_seeds(diffs: dict[tuple[str, int], float]) -> dict:
     seeds = sorted({seed for _, seed in diffs})
     means = {s: float(np.mean([d for (_, seed), d in diffs.items() if seed == s])) for s in seeds}
     _, lo, hi = paired_interval(list(means.values()))
-    interval = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else [None, None]
-    return {"per_seed": {str(s): m for s, m in means.items()}, "ci95_seeds": interval}
+    return {"per_seed": {str(s): m for s, m in means.items()}, "ci95_seeds": _json_interval(lo, hi)}
 
 
 def comparisons(rows: Iterable[dict], pairs: Sequence[tuple[str, str]], metric: str = "psnr",
