@@ -93,18 +93,16 @@ def comparisons(rows: Iterable[dict], pairs: Sequence[tuple[str, str]], metric: 
         unpaired = sorted(set(ra) ^ set(rb))
         if unpaired:
             raise ValueError(f"{a} vs {b}: samples without a partner: {unpaired[:5]}")
-        keys = sorted(ra)
-        entry = {"a": a, "b": b, "metric": metric,
-                 **_summary([ra[k][metric] - rb[k][metric] for k in keys]),
-                 "seeds": sorted({seed for _, seed in keys})}
+        diffs = {k: ra[k][metric] - rb[k][metric] for k in sorted(ra)}  # the paired differences, once
+        entry = {"a": a, "b": b, "metric": metric, **_summary(list(diffs.values())),
+                 "seeds": sorted({seed for _, seed in diffs})}
         lo, hi = entry["ci95"]
         entry["significant"] = lo is not None and bool(lo > 0 or hi < 0)
         entry["winner"] = (a if lo > 0 else b) if entry["significant"] else None
-        entry.update(_over_seeds({k: ra[k][metric] - rb[k][metric] for k in keys}))
+        entry.update(_over_seeds(diffs))
         if levels:
             entry["per_level"] = {
-                f"{level:g}": _summary([ra[k][metric] - rb[k][metric] for k in keys
-                                        if abs(float(ra[k]["noise_level"]) - level) < 1e-9])
+                f"{level:g}": _summary([d for k, d in diffs.items() if abs(float(ra[k]["noise_level"]) - level) < 1e-9])
                 for level in levels}
         out.append(entry)
     return out
