@@ -33,7 +33,7 @@ from pipeline.metrics import PSNR_CAP_DB, kernel_crop, luminance, psnr, ssim
 from pipeline.models.task_models import Observation
 from pipeline.models.unfolded import UnfoldedHQS
 from pipeline.physics.blur import BlurPhysics
-from pipeline.physics.noise import estimate_noise_level
+from pipeline.physics.noise import estimate_noise_level, local_level_map
 
 PNP_METHODS = ("ircnn_blind", "ircnn_true", "ircnn_estimated", "dpir_blind", "dpir_true", "dpir_estimated")
 TUNED_METHODS = ("optuna_global", "optuna_per_noise")
@@ -57,34 +57,46 @@ ORACLE = "oracle_per_image"
 ORACLE_FT = "oracle_per_image_ft"
 ORACLE_CANDIDATES = (*PNP_METHODS, *TUNED_METHODS)
 NEEDS_TUNED = (*TUNED_METHODS, "optuna_per_noise_ft", *CLASSICAL_METHODS, ORACLE, ORACLE_FT)
+# the classical local noise-map estimate (pipeline.physics.noise.local_level_map) wherever a map is
+# read: the IRCNN rule driven by it (as true_sigma_map by the true map), the learned model's networks
+# with it in place of the proxy's map, and the estimated_guidance control with it in place of its
+# scalar. The benchmark's: under spatially varying noise they are the proxy's classical rivals
+ESTIMATED_MAP_GUIDANCE = "estimated_map_guidance"
+LOCAL_MAP_METHODS = ("ircnn_estimated_map", "learned_estimated_map", ESTIMATED_MAP_GUIDANCE)
+# a method that runs a control's model under another name: the control it needs
+CONTROL_OF = {**{m: m for m in CONTROL_METHODS}, ESTIMATED_MAP_GUIDANCE: ESTIMATED_GUIDANCE}
 
 
-def method_names(task: str, oracle: bool = False) -> tuple[str, ...]:
-    """Every method of ``task``, in table order (``oracle``: with the benchmark's per-image oracle)."""
+def method_names(task: str, benchmark: bool = False) -> tuple[str, ...]:
+    """Every method of ``task``, in table order (``benchmark``: with the benchmark's own, the
+    per-image oracles and the local-map methods)."""
     if task != "deblur":
         return (*TASK_METHODS, *TASK_EXTRAS.get(task, {}))
-    return (*ALL_METHODS, *((ORACLE, ORACLE_FT) if oracle else ()), *CONTROL_METHODS)
+    extra = (ORACLE, ORACLE_FT) if benchmark else ()
+    return (*ALL_METHODS, *extra, *CONTROL_METHODS, *(LOCAL_MAP_METHODS if benchmark else ()))
 
 
 def select_methods(known: Sequence[str], requested: Sequence[str], controls: Iterable[str] = ()) -> tuple[str, ...]:
     """The methods to run: ``requested`` (in its order) or every ``known`` one. A control
     (``no_guidance``, ``estimated_guidance``) needs its model (``controls``: the names of those
-    given): without one it is dropped from the default list, an InputError when requested by name."""
+    given; ``estimated_map_guidance`` runs ``estimated_guidance``'s): without one it is dropped from
+    the default list, an InputError when requested by name."""
     unknown = [m for m in requested if m not in known]
     if unknown:
         raise InputError(f"methods: unknown {unknown}; known: {', '.join(known)}")
     have = set(controls)
     require_controls(requested, have)
-    return tuple(m for m in (requested or known) if m not in CONTROL_METHODS or m in have)
+    return tuple(m for m in (requested or known) if m not in CONTROL_OF or CONTROL_OF[m] in have)
 
 
 def require_controls(names: Iterable[str], have: Iterable[str]) -> None:
-    """An InputError naming every control method of ``names`` whose model is not among ``have``."""
+    """An InputError naming every method of ``names`` whose control model (:data:`CONTROL_OF`) is
+    not among ``have``."""
     have = set(have)
-    missing = [m for m in names if m in CONTROL_METHODS and m not in have]
+    missing = [m for m in names if m in CONTROL_OF and CONTROL_OF[m] not in have]
     if missing:
         raise InputError(f"{', '.join(missing)}: needs its control model (a model trained with guidance "
-                         f"{', '.join(repr(CONTROLS[m]) for m in missing)})")
+                         f"{', '.join(repr(CONTROLS[CONTROL_OF[m]]) for m in missing)})")
 
 
 def needs_tuned(names: Sequence[str]) -> bool:
@@ -123,7 +135,8 @@ class Methods:
     shared: dict | None = None
 
     def __post_init__(self) -> None:
-        pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE)]
+        pnp = [m for m in self.names if m in (*PNP_METHODS, *TUNED_METHODS, "true_sigma_map", ORACLE,
+                                              "ircnn_estimated_map")]
         if pnp and self.denoiser is None:
             raise InputError(f"{', '.join(pnp)}: the model file has no pre-trained denoiser for plug-and-play")
         require_controls(self.names, self.controls)
@@ -165,6 +178,9 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
             ``optuna_per_noise`` is told the true level, so it picks that level's schedule.
             The ``*_ft`` methods run with ``model.denoiser`` (fine-tuned in the bilevel phase)
             in place of ``denoiser`` (``optuna_per_noise_ft`` with the schedule tuned for the latter).
+            ``ircnn_estimated_map`` and ``learned_estimated_map`` read the classical local map of
+            ``y`` (:func:`local_level_map`) where ``true_sigma_map`` and ``learned`` read the true
+            map and the proxy's.
     """
     yt = torch.from_numpy(y)[None].to(device)
     physics = BlurPhysics(yt, torch.from_numpy(kernel))
@@ -207,6 +223,13 @@ def restore(y: np.ndarray, kernel: np.ndarray, sigma_map: np.ndarray, model: Unf
         if "ircnn_estimated_ft" in methods:
             out["ircnn_estimated_ft"] = run_schedule(physics, model.denoiser, ircnn_schedule(est, ircnn_iters)
                                                      ).x[0].float().cpu().numpy()
+        if {"ircnn_estimated_map", "learned_estimated_map"} & set(methods):
+            local = torch.from_numpy(local_level_map(y))[None].to(device)
+            if "ircnn_estimated_map" in methods:
+                out["ircnn_estimated_map"] = run_map_schedule(physics, denoiser, local, ircnn_iters
+                                                              ).x[0].float().cpu().numpy()
+            if "learned_estimated_map" in methods:
+                out["learned_estimated_map"] = model.with_map(physics, local).x[0].float().cpu().numpy()
     for name in CLASSICAL_METHODS:
         if name in methods:
             if tuned is None:
@@ -274,6 +297,10 @@ def restore_sample(sample: Sample, methods: Methods) -> Restoration:
         for name in (n for n in m.names if n in CONTROL_METHODS):
             res.outputs[name] = restore(sample.y, sample.kernel, sample.target, m.controls[name], m.denoiser, m.device,
                                         m.nominal_sigma, methods=("learned",)).outputs["learned"]
+        if ESTIMATED_MAP_GUIDANCE in m.names:  # the estimated_guidance control's model on the local map
+            res.outputs[ESTIMATED_MAP_GUIDANCE] = restore(
+                sample.y, sample.kernel, sample.target, m.controls[ESTIMATED_GUIDANCE], m.denoiser, m.device,
+                m.nominal_sigma, methods=("learned_estimated_map",)).outputs["learned_estimated_map"]
     else:
         controls = {n: m.controls[n] for n in m.names if n in CONTROL_METHODS}
         seed_free = None
@@ -521,11 +548,13 @@ def headline_pairs(task: str, names: Sequence[str]) -> list[tuple[str, str]]:
     """The comparisons a claim rests on, among ``names`` (the methods that ran): ``learned``
     against every other method but the input (controls, baselines, bounds alike), then the pairs
     that split its gain: fine-tuning alone (``ircnn_estimated_ft`` vs ``ircnn_estimated``) and a
-    classical level in place of none (``estimated_guidance`` vs ``no_guidance``)."""
+    classical level in place of none (``estimated_guidance`` vs ``no_guidance``) and a classical
+    local map in place of that level (``estimated_map_guidance`` vs ``estimated_guidance``)."""
     pairs = [("learned", m) for m in names if m not in ("learned", "input")]
     if task != "deblur":
         pairs.append(("learned", "input"))
-    pairs += [("ircnn_estimated_ft", "ircnn_estimated"), (ESTIMATED_GUIDANCE, NO_GUIDANCE)]
+    pairs += [("ircnn_estimated_ft", "ircnn_estimated"), (ESTIMATED_GUIDANCE, NO_GUIDANCE),
+              (ESTIMATED_MAP_GUIDANCE, ESTIMATED_GUIDANCE)]
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 

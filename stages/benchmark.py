@@ -26,7 +26,11 @@ when the model is grey.
 
 ``--noise-mode varying`` draws a smooth noise-level map per sample whose mean is the level
 (``--spread`` its relative amplitude): no scalar level describes it, so the ``*_true`` rules
-and ``optuna_per_noise`` are told its mean, ``true_sigma_map`` gets the map itself.
+and ``optuna_per_noise`` are told its mean, ``true_sigma_map`` gets the map itself. The local-map
+methods put the classical local estimate (``pipeline.physics.noise.local_level_map``) where a map
+is read: ``ircnn_estimated_map`` (the IRCNN rule driven by it), ``learned_estimated_map`` (the
+learned model's networks with it in place of the proxy's map) and ``estimated_map_guidance`` (the
+``estimated_guidance`` control with it in place of its scalar): the proxy's classical rivals.
 ``--ablation-model`` is a model trained end to end without guidance (``model.guidance: none``);
 it runs as ``no_guidance``. When ``optuna_global``, ``oracle_per_image`` and ``learned`` all ran,
 ``summary.json`` says how much of the gap between the first two the learned method closes.
@@ -71,7 +75,7 @@ from pipeline.io import PAIR_LAYOUTS
 from stages.common import TaskPaths, fill_paths, load_params, log, parser, run_main
 from stages.optuna_adapter import search
 
-BENCH_METHODS = method_names("deblur", oracle=True)
+BENCH_METHODS = method_names("deblur", benchmark=True)
 JOURNAL = "per_image.partial.jsonl"  # per-sample scores as they come: a killed run resumes from it
 
 

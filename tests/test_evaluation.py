@@ -12,12 +12,15 @@ from pipeline import io
 from pipeline.config import CONTROLS, ModelConfig
 from pipeline.data import limit_size, load_skimage, to_channels
 from pipeline.datasets import Sample, blurred_samples, pair_samples
-from pipeline.evaluation import ALL_METHODS, ESTIMATED_GUIDANCE, MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, \
-    Methods, aggregate, headline_pairs, merge_seeds, \
+from pipeline.baselines.pnp import run_map_schedule
+from pipeline.evaluation import ALL_METHODS, ESTIMATED_GUIDANCE, ESTIMATED_MAP_GUIDANCE, LOCAL_MAP_METHODS, \
+    MISMATCH_TOLD, NO_GUIDANCE, ORACLE, TASK_METHODS, Methods, aggregate, headline_pairs, merge_seeds, \
     evaluate, evaluate_learned, gap_summary, markdown_table, method_names, mismatch_rows, mismatch_table, restore, \
-    score, select_methods
+    restore_sample, score, select_methods
 from pipeline.metrics import PSNR_CAP_DB
 from pipeline.models.factory import build_model
+from pipeline.physics.blur import BlurPhysics
+from pipeline.physics.noise import local_level_map
 from pipeline.synthesis import TaskSpec, degrade_task
 
 CFG = ModelConfig(stages=2, denoiser_width=8, denoiser_dilations=(1, 2, 1), proxy_width=8)
@@ -45,13 +48,21 @@ def blurred(tmp_path_factory) -> list[Sample]:
 
 
 def test_a_control_runs_only_with_its_model():
-    known = method_names("deblur", oracle=True)
-    assert known[-5:] == (ORACLE, "oracle_per_image_ft", NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn")
-    assert set(ALL_METHODS) < set(known)
-    assert select_methods(known, []) == known[:-3]
-    assert select_methods(known, [], [NO_GUIDANCE]) == known[:-2]
-    assert select_methods(known, [], ["direct_cnn"]) == (*known[:-3], "direct_cnn")
+    known = method_names("deblur", benchmark=True)
+    assert known[-8:] == (ORACLE, "oracle_per_image_ft", NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn",
+                          *LOCAL_MAP_METHODS)
+    assert set(ALL_METHODS) < set(known) and not set(LOCAL_MAP_METHODS) & set(method_names("deblur"))
+
+    def without(*dropped):
+        return tuple(m for m in known if m not in dropped)
+
+    # estimated_map_guidance runs estimated_guidance's model: it goes and comes with that model
+    assert select_methods(known, []) == without(NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn", ESTIMATED_MAP_GUIDANCE)
+    assert select_methods(known, [], [NO_GUIDANCE]) == without(ESTIMATED_GUIDANCE, "direct_cnn", ESTIMATED_MAP_GUIDANCE)
+    assert select_methods(known, [], [ESTIMATED_GUIDANCE]) == without(NO_GUIDANCE, "direct_cnn")
     assert select_methods(known, [], [NO_GUIDANCE, ESTIMATED_GUIDANCE, "direct_cnn"]) == known
+    with pytest.raises(io.InputError, match="estimated_map_guidance: needs its control model .*'estimated'"):
+        select_methods(known, ["learned", ESTIMATED_MAP_GUIDANCE], [NO_GUIDANCE])
     assert select_methods(TASK_METHODS, ["classical", "input"]) == ("classical", "input")  # asked order
     with pytest.raises(io.InputError, match="no_guidance: needs its control model"):
         select_methods(known, ["learned", NO_GUIDANCE])
@@ -267,7 +278,8 @@ def test_every_deblurring_method_runs_on_cuda_and_scores_as_on_the_cpu(tmp_path)
     samples = list(blurred_samples(io.list_images(tmp_path), [("k0", k / k.sum())], [1.0, 3.0], seed=0,
                                    noise_mode="varying"))
     assert np.ptp(samples[0].target) > 0  # a varying map: true_sigma_map runs its own schedule
-    names = ("input", "learned", *[m for m in ALL_METHODS if m not in ("input", "learned")], *CONTROLS)
+    names = ("input", "learned", *[m for m in ALL_METHODS if m not in ("input", "learned")], *CONTROLS,
+             *LOCAL_MAP_METHODS)
     cuda = torch.device("cuda")
 
     def methods(device: torch.device) -> Methods:
@@ -281,3 +293,29 @@ def test_every_deblurring_method_runs_on_cuda_and_scores_as_on_the_cpu(tmp_path)
     assert {r["method"] for r in on_gpu.rows} == set(names) and on_gpu.mismatch_rows
     for a, b in [*zip(on_cpu.rows, on_gpu.rows), *zip(on_cpu.mismatch_rows, on_gpu.mismatch_rows)]:
         assert abs(a["psnr"] - b["psnr"]) < 0.1, (a, b)
+
+
+def test_the_local_map_methods_put_the_classical_local_estimate_where_each_model_reads_a_map(tmp_path):
+    """Under spatially varying noise: ``ircnn_estimated_map`` is the IRCNN map rule on the local
+    estimate, ``learned_estimated_map`` the learned model's pass on it in place of the proxy's map,
+    ``estimated_map_guidance`` the estimated_guidance control's pass on it in place of its scalar
+    (a different output from that control's own); the last is a headline pair against its control."""
+    io.write_image(tmp_path / "camera.png", limit_size(to_channels(load_skimage("camera"), gray=True), 64))
+    k = np.outer(np.hanning(5), np.hanning(5)).astype(np.float32)
+    sample = next(blurred_samples(io.list_images(tmp_path), [("k0", k / k.sum())], [5.0], seed=0,
+                                  noise_mode="varying"))
+    net, control = model(), model("estimated", seed=1)
+    names = ("learned", ESTIMATED_GUIDANCE, *LOCAL_MAP_METHODS)
+    res = restore_sample(sample, Methods("deblur", names, net, CPU, net.denoiser, {ESTIMATED_GUIDANCE: control},
+                                         ircnn_iters=3))
+    assert tuple(res.outputs) == names
+    physics = BlurPhysics(torch.from_numpy(sample.y)[None], torch.from_numpy(sample.kernel))
+    local = torch.from_numpy(local_level_map(sample.y))[None]
+    with torch.no_grad():
+        expected = {"ircnn_estimated_map": run_map_schedule(physics, net.denoiser, local, 3).x,
+                    "learned_estimated_map": net.with_map(physics, local).x,
+                    ESTIMATED_MAP_GUIDANCE: control.with_map(physics, local).x}
+    for name, x in expected.items():
+        assert np.allclose(res.outputs[name], x[0].numpy(), atol=1e-6), name
+    assert np.abs(res.outputs[ESTIMATED_MAP_GUIDANCE] - res.outputs[ESTIMATED_GUIDANCE]).max() > 1e-4
+    assert (ESTIMATED_MAP_GUIDANCE, ESTIMATED_GUIDANCE) in headline_pairs("deblur", names)

@@ -242,13 +242,22 @@ class UnfoldedHQS(nn.Module):
             level_map = estimated_level_map(physics.init())
         else:
             level_map = self.estimate_guidance(physics.init())
-        rhos = self.penalties(level_map.flatten(1).mean(1), level_map)
         if self.guidance_mode == "learned" and self.proxy_sharing != "once":
             maps: list[torch.Tensor] = []
             # not checkpointed: the recomputation in the backward pass would append to ``maps`` again
-            out = hqs(physics, self.denoiser, rhos, self.stage_guidance(maps))
+            out = hqs(physics, self.denoiser, self.penalties(level_map.flatten(1).mean(1), level_map),
+                      self.stage_guidance(maps))
             out.proxy_maps = [level_map, *maps]
             return out
-        out = hqs(physics, self.denoiser, rhos, self.map_guidance(level_map), ckpt)
+        out = self.with_map(physics, level_map, ckpt)
         out.proxy_maps = [level_map] if self.guidance_mode == "learned" else []
         return out
+
+    def with_map(self, physics: Physics, level_map: torch.Tensor, checkpointed: bool = False) -> UnfoldedOutput:
+        """The model's pass with ``level_map (B, 1, H, W)`` as its guidance source, whatever its
+        guidance mode: penalties from the map's mean level, each pixel's strength decaying to its
+        own level. What :meth:`forward` runs on the proxy's map (``learned``), the classical scalar
+        (``estimated``) or the true map (``oracle``); the benchmark's local-map methods feed it the
+        classical local estimate (:func:`pipeline.physics.noise.local_level_map`)."""
+        rhos = self.penalties(level_map.flatten(1).mean(1), level_map)
+        return hqs(physics, self.denoiser, rhos, self.map_guidance(level_map), checkpointed)

@@ -66,3 +66,21 @@ def test_guidance_modes():
         oracle_model(physics)
     learned = build_model(CFG, 1)
     assert torch.allclose(learned(physics).guidance[-1], learned.estimate_guidance(physics.y).clamp(1e-3, 49 / 255))
+
+
+def test_with_map_is_the_pass_each_guidance_mode_runs_on_its_own_map():
+    """``with_map`` on the map a mode reads (the proxy's, the true one, the classical scalar) is
+    that mode's forward pass, output for output; on another map it follows that map."""
+    physics, sigma = _batch()
+    sigma = sigma * torch.linspace(0.5, 1.5, 29)
+    torch.manual_seed(0)
+    learned = build_model(CFG, 1).eval()
+    torch.manual_seed(0)
+    oracle = build_model(ModelConfig(**{**CFG.__dict__, "guidance": "oracle"}), 1).eval()
+    with torch.no_grad():
+        proxy_map = learned.estimate_guidance(physics.init())
+        assert torch.allclose(learned.with_map(physics, proxy_map).x, learned(physics).x)
+        assert torch.allclose(oracle.with_map(physics, sigma).x, oracle(physics, target=sigma).x)
+        # the learned model's networks on the true map: exactly the oracle mode's pass (same weights)
+        assert torch.allclose(learned.with_map(physics, sigma).x, oracle(physics, target=sigma).x)
+        assert torch.allclose(learned.with_map(physics, sigma).guidance[-1], sigma, rtol=1e-5)
