@@ -68,7 +68,7 @@ from pipeline.checkpoint import load_control, load_model
 from pipeline.config import CONTROLS, Params
 from pipeline.datasets import Sample, blurred_samples, pair_samples
 from pipeline.device import pick_device
-from pipeline.evaluation import FT_METHODS, ORACLE, ORACLE_CANDIDATES, ORACLE_FT, Methods, benchmark_tables, \
+from pipeline.evaluation import CONTROL_OF, FT_METHODS, ORACLE, ORACLE_CANDIDATES, ORACLE_FT, Methods, benchmark_tables, \
     best_output, evaluate, mean_psnr, merge_seeds, method_names, mismatch_markdown, needs_tuned, select_methods
 from pipeline.generators.seeds import derive_seed
 from pipeline.io import PAIR_LAYOUTS
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     with io.atomic_dir(args.out) as out:
         for run in runs:
             model, denoiser, state = load_model(run.model, task=args.task, device=device)
-            controls = {c: load_control(path, args.task, c, device) for c, path in run.controls.items() if c in names}
+            needed = {CONTROL_OF[m] for m in names if m in CONTROL_OF}  # estimated_map_guidance: estimated_guidance's
+            controls = {c: load_control(path, args.task, c, device) for c, path in run.controls.items() if c in needed}
             tuned = io.read_yaml(run.tuned) if needs_tuned(names) else None
             methods = Methods(args.task, names, model, device, denoiser, controls, tuned, cfg.nominal_sigma / 100.0,
                               cfg.ircnn_iters, cfg.dpir_iters, mismatch=deblur and not args.no_mismatch, shared=shared)

@@ -96,6 +96,18 @@ def test_varying_noise_feeds_the_map_to_true_sigma_map_only(bench_inputs):
     assert "varying" in (d / "var" / "table.md").read_text()
 
 
+def test_the_local_map_control_loads_the_model_it_runs_even_when_that_control_is_not_asked_for(bench_inputs):
+    """``estimated_map_guidance`` alone: the estimated_guidance model beside the model is loaded for
+    it, and it differs from ``learned_estimated_map`` (another model on the same local map)."""
+    d = bench_inputs
+    main(["--images", str(d / "images"), "--kernels", str(d / "kernels.npy"), "--noise", "5", "--out", str(d / "loc"),
+          "--model", str(d / "model.pt"), "--methods", "learned,estimated_map_guidance,learned_estimated_map",
+          "--noise-mode", "varying", "--params", str(d / "params.yaml"), "--quiet", "--limit", "1", "--no-mismatch"])
+    methods = json.loads((d / "loc" / "metrics.json").read_text())["methods"]
+    assert set(methods) == {"learned", "estimated_map_guidance", "learned_estimated_map"}
+    assert methods["estimated_map_guidance"]["psnr_mean"] != methods["learned_estimated_map"]["psnr_mean"]
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "stages.benchmark", "--quiet", *args], cwd=cwd,
                           env=project_env(ROOT), capture_output=True, text=True, timeout=300)
