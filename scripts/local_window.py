@@ -14,7 +14,6 @@ that trained model (its ``estimate_guidance``). ``key=value`` lines, ``best_wind
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline import io  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
-from pipeline.datasets import blurred_samples  # noqa: E402
+from pipeline.datasets import blurred_samples, read_manifest  # noqa: E402
 from pipeline.generators.kernels import sample_kernel  # noqa: E402
 from pipeline.physics.noise import estimate_noise_level, local_level_map  # noqa: E402
 
@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     prepared = args.project / "data" / "deblur" / "prepared"
-    with open(prepared / "manifest.csv", newline="") as f:
-        images = [prepared / "images" / f"{r['name']}.png" for r in csv.DictReader(f) if r["split"] == "val"]
+    try:
+        images = [prepared / "images" / f"{r['name']}.png" for r in read_manifest(prepared) if r["split"] == "val"]
+    except io.InputError as exc:
+        p.exit(2, f"error: {exc} (run `dvc repro` there first)\n")
     if not images:
-        sys.exit(f"no validation images in {prepared / 'manifest.csv'}")
+        p.exit(2, f"error: no validation images in {prepared / 'manifest.csv'}\n")
     rng = np.random.default_rng(args.seed)
     kernels = [(f"g{i}", sample_kernel(rng).kernel) for i in range(args.kernels)]
     levels = [float(v) for v in args.levels.split(",")]
