@@ -110,10 +110,13 @@ def test_interrupted_training_resumes_bit_for_bit(tmp_path):
     assert before["cpu_seconds"] > 0 and before["seconds"] > 0
     assert resumed.spent["cpu_seconds"] == pytest.approx(before["cpu_seconds"] + own, abs=0.05)
     # a finished run re-run (DVC re-running the stage) reports what the run that did the work spent
+    final = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=True)["spent"]  # at the last save
     again = _trainer(tmp_path / "a")
     again.run()
     assert again.spent["cpu_seconds"] == pytest.approx(reference.spent["cpu_seconds"], abs=0.05)
-    assert again.spent["seconds"] >= reference.spent["seconds"] * 0.99
+    # the wall time saved with the work plus the re-run's own; not a ratio to the first run's total,
+    # whose tail after its last save races the re-run's load (a clean-clone CI run failed on 0.99)
+    assert again.spent["seconds"] >= final["seconds"] > 0
 
 
 def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
