@@ -84,3 +84,48 @@ def test_each_seed_and_control_has_its_own_paths_beside_the_task_model():
     dvc_yaml = (ROOT / "dvc.yaml").read_text()
     assert "--out models/${item.task}/seed-${item.seed}/${item.control}" in dvc_yaml
     assert "checkpoints/${item.task}/seed-${item.seed}-${item.control}/train.pt" in dvc_yaml
+
+
+def test_split_scores_score_the_test_split_as_evaluate_does(tmp_path):
+    """scripts/split_scores.py on a trained haze project: its test-split scores are the evaluate
+    stage's, its validation scores differ from them, and a pre-training-end model (train.steps 0)
+    is scored beside the seed's models."""
+    params = task_params("dehaze")
+    params["tasks"]["controls"] = ["no_guidance"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    data, models = "data/dehaze", "models/dehaze/seed-0"
+    steps = [("prepare", "--out", f"{data}/prepared"),
+             ("degrade", "--prepared", f"{data}/prepared", "--out", f"{data}/degraded"),
+             ("train", "--prepared", f"{data}/prepared", "--degraded", f"{data}/degraded", "--out", models,
+              "--checkpoint", "ck/learned.pt"),
+             ("train", "--control", "no_guidance", "--prepared", f"{data}/prepared", "--degraded",
+              f"{data}/degraded", "--out", f"{models}/no_guidance", "--checkpoint", "ck/none.pt"),
+             ("evaluate", "--prepared", f"{data}/prepared", "--degraded", f"{data}/degraded", "--models",
+              "models/dehaze", "--tuned", "tuned/dehaze", "--out", "results")]
+    for stage, *args in steps:
+        done = run_stage(tmp_path, stage, "--params", "params.yaml", "--task", "dehaze", *args)
+        assert done.returncode == 0, done.stderr[-2000:]
+    params["tasks"]["dehaze"]["train"]["steps"] = 0
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(params))
+    done = run_stage(tmp_path, "train", "--params", "pre.yaml", "--task", "dehaze", "--prepared", f"{data}/prepared",
+                     "--degraded", f"{data}/degraded", "--out", "pre", "--checkpoint", "ck/pre.pt")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "split_scores.py"), "--project", str(tmp_path),
+                          "--task", "dehaze", "--extra", f"pretrain_end={tmp_path / 'pre'}"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    got = dict(line.split("=") for line in lines)
+    assert lines[-1].startswith("sign_agreement=") and float(got["sign_agreement"]) in (0.0, 1.0)
+    metrics = io.read_json(tmp_path / "results" / "metrics.json")["methods"]
+    for method in ("input", "classical", "learned", "no_guidance"):
+        assert abs(float(got[f"test_{method}_seed0"]) - metrics[method]["psnr_mean"]) < 5e-4
+    assert float(got["val_input_seed0"]) != float(got["test_input_seed0"])  # another split, other images
+    assert float(got["test_pretrain_end"]) != float(got["test_learned_seed0"])  # the bilevel phase moved it
+    gap = float(got["test_learned_seed0"]) - float(got["test_no_guidance_seed0"])
+    assert abs(float(got["test_learned_minus_no_guidance_seed0"]) - gap) < 2e-3
+
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "split_scores.py"), "--project", str(tmp_path),
+                          "--task", "dehaze", "--seeds", "3"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "seed-3/model.pt: missing" in bad.stderr
