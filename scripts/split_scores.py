@@ -27,21 +27,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline import io  # noqa: E402
 from pipeline.checkpoint import load_control, load_model  # noqa: E402
+from pipeline.config import ConfigError, EvaluateConfig, params_from_dict  # noqa: E402
 from pipeline.datasets import iter_split, sample_rows  # noqa: E402
 from pipeline.evaluation import Methods, evaluate  # noqa: E402
 
 CONTROLS = ("no_guidance", "estimated_guidance")
 
 
-def split_psnr(task: str, data: Path, split: str, folder: Path, extra: bool) -> dict[str, float]:
+def split_psnr(task: str, cfg: EvaluateConfig, data: Path, split: str, folder: Path, extra: bool) -> dict[str, float]:
     """Mean PSNR per method of ``folder`` on ``split`` (``input``, ``classical``, ``learned`` and
-    the controls found in it; ``extra``: the folder's model alone, as ``learned``)."""
+    the controls found in it; ``extra``: the folder's model alone, as ``learned``), with the
+    project's ``evaluate`` settings ``cfg``."""
     cpu = torch.device("cpu")
     model, denoiser, _ = load_model(folder / "model.pt", task=task, device=cpu)
     controls = {} if extra else {c: load_control(folder / c / "model.pt", task, c, cpu)
                                  for c in CONTROLS if (folder / c / "model.pt").is_file()}
     names = ("learned",) if extra else ("input", "classical", "learned", *controls)
-    methods = Methods(task, names, model, cpu, denoiser, controls, None, 0.01, 30, 8)
+    methods = Methods(task, names, model, cpu, denoiser, controls, None, cfg.nominal_sigma / 100.0,
+                      cfg.ircnn_iters, cfg.dpir_iters)
     prepared, degraded = data / "prepared", data / "degraded"
     result = evaluate(iter_split(prepared, degraded, sample_rows(degraded, split)), methods, seed=0)
     return {m: float(v["psnr_mean"]) for m, v in result.metrics["methods"].items()}
@@ -72,10 +75,15 @@ def main(argv: list[str] | None = None) -> None:
         if not (folder / "model.pt").is_file():
             p.exit(2, f"error: {folder / 'model.pt'}: missing (run `dvc repro` there first)\n")
     scores: dict[tuple[str, str], dict[str, float]] = {}
+    params_file = args.project / "params.yaml"
+    try:
+        cfg = params_from_dict(io.read_yaml(params_file), args.task).evaluate
+    except (io.InputError, ConfigError) as exc:
+        p.exit(2, f"error: {params_file}: {exc}\n")
     try:
         for split in splits:
             for label, folder, extra in folders:
-                scores[split, label] = split_psnr(args.task, data, split, folder, extra)
+                scores[split, label] = split_psnr(args.task, cfg, data, split, folder, extra)
                 for method, value in scores[split, label].items():
                     print(f"{split}_{method if not extra else label}{'' if extra else '_' + label}={value:.3f}",
                           flush=True)

@@ -129,3 +129,7 @@ def test_split_scores_score_the_test_split_as_evaluate_does(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "split_scores.py"), "--project", str(tmp_path),
                           "--task", "dehaze", "--seeds", "3"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "seed-3/model.pt: missing" in bad.stderr
+    (tmp_path / "params.yaml").write_text("model: {stagez: 3}\n")  # a typo: refused, naming the file
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "split_scores.py"), "--project", str(tmp_path),
+                          "--task", "dehaze"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "params.yaml" in bad.stderr and "stagez" in bad.stderr
