@@ -34,17 +34,21 @@ from pipeline.evaluation import Methods, evaluate  # noqa: E402
 CONTROLS = ("no_guidance", "estimated_guidance")
 
 
-def split_psnr(task: str, cfg: EvaluateConfig, data: Path, split: str, folder: Path, extra: bool) -> dict[str, float]:
-    """Mean PSNR per method of ``folder`` on ``split`` (``input``, ``classical``, ``learned`` and
-    the controls found in it; ``extra``: the folder's model alone, as ``learned``), with the
-    project's ``evaluate`` settings ``cfg``."""
+def folder_methods(task: str, cfg: EvaluateConfig, folder: Path, extra: bool, shared: dict) -> Methods:
+    """The methods of ``folder``: ``input``, ``classical``, ``learned`` and the controls found in
+    it (``extra``: the folder's model alone, as ``learned``), with the project's ``evaluate``
+    settings ``cfg``; ``shared`` keeps what no model changes (``classical``) once per sample."""
     cpu = torch.device("cpu")
     model, denoiser, _ = load_model(folder / "model.pt", task=task, device=cpu)
     controls = {} if extra else {c: load_control(folder / c / "model.pt", task, c, cpu)
                                  for c in CONTROLS if (folder / c / "model.pt").is_file()}
     names = ("learned",) if extra else ("input", "classical", "learned", *controls)
-    methods = Methods(task, names, model, cpu, denoiser, controls, None, cfg.nominal_sigma / 100.0,
-                      cfg.ircnn_iters, cfg.dpir_iters)
+    return Methods(task, names, model, cpu, denoiser, controls, None, cfg.nominal_sigma / 100.0,
+                   cfg.ircnn_iters, cfg.dpir_iters, shared=shared)
+
+
+def split_psnr(methods: Methods, data: Path, split: str) -> dict[str, float]:
+    """Mean PSNR per method on ``split`` of the task's data folder ``data``."""
     prepared, degraded = data / "prepared", data / "degraded"
     result = evaluate(iter_split(prepared, degraded, sample_rows(degraded, split)), methods, seed=0)
     return {m: float(v["psnr_mean"]) for m, v in result.metrics["methods"].items()}
@@ -80,13 +84,15 @@ def main(argv: list[str] | None = None) -> None:
         cfg = params_from_dict(io.read_yaml(params_file), args.task).evaluate
     except (io.InputError, ConfigError) as exc:
         p.exit(2, f"error: {params_file}: {exc}\n")
+    shared: dict = {}
     try:
-        for split in splits:
-            for label, folder, extra in folders:
-                scores[split, label] = split_psnr(args.task, cfg, data, split, folder, extra)
+        for label, folder, extra in folders:  # each model loaded once, scored on every split
+            methods = folder_methods(args.task, cfg, folder, extra, shared)
+            for split in splits:
+                scores[split, label] = split_psnr(methods, data, split)
                 for method, value in scores[split, label].items():
-                    print(f"{split}_{method if not extra else label}{'' if extra else '_' + label}={value:.3f}",
-                          flush=True)
+                    key = f"{split}_{label}" if extra else f"{split}_{method}_{label}"
+                    print(f"{key}={value:.3f}", flush=True)
     except io.InputError as exc:
         p.exit(2, f"error: {exc}\n")
     gaps = {}
